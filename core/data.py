@@ -1,0 +1,463 @@
+"""Datasets: registry, decoding into uint8 tensors, deterministic stratified
+splits, labels-per-class subsets, and batch transforms run on the device.
+
+Every dataset is decoded once into a uint8 tensor (N, C, S, S) at the run's
+image size; normalisation and augmentation happen per batch on whatever
+device trains, so an epoch costs no image decoding.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import logging
+import math
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core import paths
+from core.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+MAX_IMAGE_PIXELS = 40_000_000  # a decompression bomb claims far more; such files are skipped
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    title: str
+    source: str  # "bundled" | "torchvision" | "folder"
+    description: str
+    loader: Callable[[int], "RawData"] = field(repr=False, default=None)  # image size -> RawData
+
+
+@dataclass
+class RawData:
+    """Decoded images at the target size; `test_start` marks where an
+    official test split begins (None: we split it ourselves)."""
+
+    x: torch.Tensor  # uint8 (N, C, S, S), C in {1, 3}
+    y: torch.Tensor  # int64 (N,)
+    class_names: list[str]
+    test_start: int | None = None
+    skipped: int = 0
+    skipped_examples: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Split:
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class DataBundle:
+    name: str
+    class_names: list[str]
+    train: Split
+    val: Split
+    test: Split
+    skipped: int = 0
+    skipped_examples: list[str] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def class_counts(self) -> dict[str, int]:
+        counts = torch.bincount(self.train.y, minlength=self.num_classes).tolist()
+        return dict(zip(self.class_names, counts))
+
+
+# --- decoding helpers -----------------------------------------------------
+
+
+def resize_uint8(x: torch.Tensor, size: int, chunk: int = 2048) -> torch.Tensor:
+    """(N, C, H, W) uint8 -> (N, C, size, size) uint8, antialiased."""
+    if x.shape[-2:] == (size, size):
+        return x.contiguous()
+    out = torch.empty((x.shape[0], x.shape[1], size, size), dtype=torch.uint8)
+    for i in range(0, x.shape[0], chunk):
+        part = x[i : i + chunk].float()
+        part = F.interpolate(part, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out[i : i + chunk] = part.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def decode_image(data: bytes | Path, size: int) -> np.ndarray:
+    """Decode one image to RGB, apply EXIF rotation, resize the short side to
+    `size` and centre-crop: (3, size, size) uint8. Raises on unreadable input."""
+    from PIL import Image, ImageOps
+
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    src = io.BytesIO(data) if isinstance(data, bytes) else data
+    with Image.open(src) as im:
+        im.load()
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("P", "PA", "LA", "RGBA") or "transparency" in im.info:
+            im = im.convert("RGBA")
+            bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+            im = Image.alpha_composite(bg, im)
+        if im.mode.startswith("I;16") or im.mode == "I":
+            arr = np.asarray(im, dtype=np.float64)
+            hi = arr.max() or 1.0
+            im = Image.fromarray((arr * (255.0 / hi)).astype(np.uint8))
+        im = im.convert("RGB")
+        w, h = im.size
+        scale = size / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=3.0)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        im = im.crop((left, top, left + size, top + size))
+        return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+def _decode_all(items: list[tuple[str, Callable[[], bytes | Path], int]], size: int) -> tuple[torch.Tensor, torch.Tensor, int, list[str]]:
+    """Decode (name, reader, label) items; unreadable ones are skipped and counted."""
+    xs, ys, bad = [], [], []
+    for name, read, label in items:
+        try:
+            xs.append(decode_image(read(), size))
+            ys.append(label)
+        except Exception as e:  # PIL raises many types for broken files
+            bad.append(f"{name} ({type(e).__name__})")
+    if bad:
+        log.warning("skipped %d unreadable image(s), e.g. %s", len(bad), bad[0])
+    x = torch.from_numpy(np.stack(xs)) if xs else torch.empty((0, 3, size, size), dtype=torch.uint8)
+    return x, torch.tensor(ys, dtype=torch.int64), len(bad), bad[:10]
+
+
+# --- bundled: scikit-learn digits ---------------------------------------------
+
+
+def _load_digits(size: int) -> RawData:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy(np.round(d.images * (255.0 / 16.0)).astype(np.uint8))[:, None]
+    return RawData(resize_uint8(x, size), torch.from_numpy(d.target.astype(np.int64)), [str(c) for c in d.target_names])
+
+
+# --- torchvision sets ---------------------------------------------------------
+
+
+def _tv_open(cls_name: str, title: str, **kwargs):
+    """Open a torchvision dataset from the data folder, downloading it on first use."""
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, cls_name)
+    root = paths.datasets_dir()
+    try:
+        return cls(str(root), download=False, **kwargs)
+    except (RuntimeError, FileNotFoundError):
+        pass
+    log.info("%s not found in %s: downloading", title, root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        return cls(str(root), download=True, **kwargs)
+    except Exception as e:
+        raise DataError(
+            f"{title} is not in {root} and could not be downloaded ({type(e).__name__}: {str(e)[:120]}). "
+            f"Connect to the internet once so it can download, or copy the torchvision files into {root}; "
+            "the bundled 'digits' dataset works offline."
+        ) from None
+
+
+def _array_set(cls_name: str, title: str, channels_last: bool) -> Callable[[int], RawData]:
+    def load(size: int) -> RawData:
+        parts = [_tv_open(cls_name, title, train=True), _tv_open(cls_name, title, train=False)]
+        xs, ys = [], []
+        for ds in parts:
+            data = torch.as_tensor(np.asarray(ds.data))
+            data = data.permute(0, 3, 1, 2) if channels_last else data[:, None]
+            xs.append(resize_uint8(data, size))
+            ys.append(torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64))
+        return RawData(torch.cat(xs), torch.cat(ys), list(parts[0].classes), test_start=len(ys[0]))
+
+    return load
+
+
+def _compact(labels: list[int], names: list[str]) -> tuple[list[int], list[str]]:
+    """Renumber labels 0..k-1 over the classes present."""
+    present = sorted(set(labels))
+    remap = {old: i for i, old in enumerate(present)}
+    return [remap[l] for l in labels], [names[i] for i in present]
+
+
+def _file_set(title: str, open_splits: Callable[[], tuple[list, list | None, list[str]]]) -> Callable[[int], RawData]:
+    """Datasets of image files: open_splits() gives (train items, test items
+    or None, class names), items being (path, label)."""
+
+    def load(size: int) -> RawData:
+        train, test, names = open_splits()
+        items = train + (test or [])
+        labels, names = _compact([l for _, l in items], names)
+        todo = [(Path(p).name, (lambda p=p: Path(p)), l) for (p, _), l in zip(items, labels)]
+        x, y, bad, ex = _decode_all(todo, size)
+        if bad:  # keep the official split boundary right when files were skipped
+            raise DataError(f"{title}: {bad} file(s) could not be read, e.g. {ex[0]}. Delete the dataset folder and download it again.")
+        return RawData(x, y, names, test_start=len(train) if test is not None else None)
+
+    return load
+
+
+def _flowers() -> tuple[list, list, list[str]]:
+    splits = [_tv_open("Flowers102", "Flowers-102", split=s) for s in ("train", "val", "test")]
+    train = [(p, l) for ds in splits[:2] for p, l in zip(ds._image_files, ds._labels)]
+    test = list(zip(splits[2]._image_files, splits[2]._labels))
+    return train, test, list(splits[0].classes)
+
+
+def _pets() -> tuple[list, list, list[str]]:
+    splits = [_tv_open("OxfordIIITPet", "Oxford-IIIT Pets", split=s) for s in ("trainval", "test")]
+    names = splits[0].classes
+    return list(zip(splits[0]._images, splits[0]._labels)), list(zip(splits[1]._images, splits[1]._labels)), names
+
+
+def _eurosat() -> tuple[list, None, list[str]]:
+    ds = _tv_open("EuroSAT", "EuroSAT")
+    return list(ds.samples), None, list(ds.classes)
+
+
+# --- a user's own images: folder or ZIP of class folders ----------------------
+
+
+def _folder_items(path: Path) -> tuple[dict[str, list[tuple[str, Callable[[], bytes | Path]]]], int, list[str]]:
+    """Class name -> [(file name, reader)], plus unsafe/odd entries skipped."""
+    classes: dict[str, list] = {}
+    skipped, examples = 0, []
+    if path.is_dir():
+        for cdir in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            files = sorted(f for f in cdir.rglob("*") if f.is_file() and not f.name.startswith("."))
+            classes[cdir.name] = [(f"{cdir.name}/{f.name}", (lambda f=f: f)) for f in files if f.suffix.lower() in IMAGE_SUFFIXES and not f.is_symlink()]
+        return classes, skipped, examples
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise DataError(f"{path.name} is not a readable ZIP file ({e}). Upload a ZIP of class folders.") from None
+    names = []
+    for info in zf.infolist():
+        p = PurePosixPath(info.filename)
+        if info.is_dir() or p.name.startswith(".") or "__MACOSX" in p.parts:
+            continue
+        if p.is_absolute() or ".." in p.parts or (info.external_attr >> 16) & 0o170000 == 0o120000:
+            skipped += 1
+            examples.append(f"{info.filename} (unsafe path or link)")
+            continue
+        names.append((p, info))
+    # A ZIP of one wrapping folder ("mydata/cat/1.png") counts from inside it.
+    while names and all(len(p.parts) > 2 for p, _ in names) and len({p.parts[0] for p, _ in names}) == 1:
+        names = [(PurePosixPath(*p.parts[1:]), i) for p, i in names]
+    for p, info in names:
+        if len(p.parts) < 2:
+            continue  # a loose file beside the class folders
+        classes.setdefault(p.parts[0], [])
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            classes[p.parts[0]].append((str(p), (lambda info=info: zf.read(info))))
+    return dict(sorted(classes.items())), skipped, examples
+
+
+def _load_folder(path: Path, size: int) -> RawData:
+    if not path.exists():
+        raise DataError(f"Folder or ZIP {path} does not exist. Give a folder with one subfolder per class, or a ZIP of them.")
+    classes, skipped, examples = _folder_items(path)
+    items = [(n, read, label) for label, files in enumerate(classes.values()) for n, read in files]
+    x, y, bad, bad_ex = _decode_all(items, size)
+    names = list(classes)
+    counts = torch.bincount(y, minlength=len(names)).tolist() if names else []
+    problems = []
+    if len(names) < 2:
+        problems.append(f"found {len(names)} class folder(s) ({', '.join(names) or 'none'}); at least 2 are needed")
+    empty = [n for n, c in zip(names, counts) if c == 0]
+    if empty:
+        problems.append(f"class folder(s) with no readable image: {', '.join(empty)}")
+    if problems:
+        if bad:
+            problems.append(f"{bad} unreadable file(s) skipped, e.g. {bad_ex[0]}")
+        raise DataError(
+            f"{path.name} can't be used: " + "; ".join(problems)
+            + ". Expected one subfolder per class, each holding images (PNG, JPEG, ...)."
+        )
+    return RawData(x, y, names, None, skipped + bad, (examples + bad_ex)[:10])
+
+
+# --- the registry -------------------------------------------------------------
+
+_SPECS = [
+    DatasetSpec("digits", "Digits (scikit-learn)", "bundled",
+                "1,797 real 8x8 handwritten digits, 10 classes; ships with scikit-learn, works offline.", _load_digits),
+    DatasetSpec("mnist", "MNIST", "torchvision", "70,000 28x28 handwritten digits, 10 classes.", _array_set("MNIST", "MNIST", False)),
+    DatasetSpec("fashion_mnist", "Fashion-MNIST", "torchvision", "70,000 28x28 clothing images, 10 classes.",
+                _array_set("FashionMNIST", "Fashion-MNIST", False)),
+    DatasetSpec("cifar10", "CIFAR-10", "torchvision", "60,000 32x32 colour images, 10 classes.", _array_set("CIFAR10", "CIFAR-10", True)),
+    DatasetSpec("cifar100", "CIFAR-100", "torchvision", "60,000 32x32 colour images, 100 classes.", _array_set("CIFAR100", "CIFAR-100", True)),
+    DatasetSpec("flowers102", "Flowers-102", "torchvision", "8,189 flower photos, 102 classes.", _file_set("Flowers-102", _flowers)),
+    DatasetSpec("oxford_pets", "Oxford-IIIT Pets", "torchvision", "7,349 cat and dog photos, 37 breeds.", _file_set("Oxford-IIIT Pets", _pets)),
+    DatasetSpec("eurosat", "EuroSAT", "torchvision", "27,000 64x64 Sentinel-2 satellite tiles, 10 land-use classes.", _file_set("EuroSAT", _eurosat)),
+]
+
+REGISTRY: dict[str, DatasetSpec] = {s.name: s for s in _SPECS}
+FOLDER_PREFIX = "folder:"
+
+
+def get(name: str) -> DatasetSpec:
+    if name.startswith(FOLDER_PREFIX):
+        path = Path(name[len(FOLDER_PREFIX):]).expanduser()
+        if not name[len(FOLDER_PREFIX):].strip():
+            raise ConfigError("folder: needs a path, e.g. folder:./my_images or folder:./my_images.zip.")
+        return DatasetSpec(name, f"Your images ({path.name})", "folder", f"Class folders in {path}",
+                           lambda size, path=path: _load_folder(path, size))
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ConfigError(
+            f"Unknown dataset {name!r}. Choose one of: {', '.join(REGISTRY)}, or folder:PATH for your own images."
+        ) from None
+
+
+def is_available_offline(spec: DatasetSpec) -> bool:
+    return spec.source != "torchvision"
+
+
+@functools.lru_cache(maxsize=4)
+def _raw_cached(name: str, size: int, stamp: float) -> RawData:
+    return get(name).loader(size)
+
+
+def load_raw(name: str, size: int) -> RawData:
+    """Decoded images, cached in-process per (dataset, image size, files' mtime)."""
+    stamp = 0.0
+    if name.startswith(FOLDER_PREFIX):
+        p = Path(name[len(FOLDER_PREFIX):]).expanduser()
+        stamp = p.stat().st_mtime if p.exists() else -1.0
+    return _raw_cached(name, size, stamp)
+
+
+# --- splits -------------------------------------------------------------------
+
+
+def stratified_split(y: torch.Tensor, fractions: tuple[float, ...], seed: int) -> list[torch.Tensor]:
+    """Per class, shuffle with `seed` and cut into parts of the given
+    fractions (the last part takes the rest). Every part of a class with
+    enough images gets at least one. Deterministic for a seed."""
+    g = torch.Generator().manual_seed(seed)
+    parts: list[list[torch.Tensor]] = [[] for _ in range(len(fractions) + 1)]
+    for c in torch.unique(y).tolist():
+        idx = torch.nonzero(y == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        n, start = len(idx), 0
+        for k, f in enumerate(fractions):
+            take = max(1, round(n * f)) if n > len(fractions) + 1 else (1 if start < n - 1 else 0)
+            parts[k].append(idx[start : start + take])
+            start += take
+        parts[-1].append(idx[start:])
+    return [torch.sort(torch.cat(p)).values if p else torch.empty(0, dtype=torch.long) for p in parts]
+
+
+def per_class_subset(y: torch.Tensor, k: int, seed: int, class_names: list[str]) -> torch.Tensor:
+    """Indices of k examples per class (seeded)."""
+    g = torch.Generator().manual_seed(seed + 1)
+    out = []
+    for c in range(len(class_names)):
+        idx = torch.nonzero(y == c).flatten()
+        if len(idx) < k:
+            raise ConfigError(
+                f"labels per class is {k}, but class {class_names[c]!r} has only {len(idx)} training "
+                f"image(s): use at most {min(int((y == i).sum()) for i in range(len(class_names)))}, or leave it empty for all."
+            )
+        out.append(idx[torch.randperm(len(idx), generator=g)[:k]])
+    return torch.sort(torch.cat(out)).values
+
+
+def load(name: str, image_size: int, seed: int = 0, labels_per_class: int | None = None,
+         val_fraction: float = 0.15, test_fraction: float = 0.15) -> DataBundle:
+    raw = load_raw(name, image_size)
+    if raw.test_start is None:
+        val_idx, test_idx, train_idx = stratified_split(raw.y, (val_fraction, test_fraction), seed)
+    else:
+        pool = torch.arange(raw.test_start)
+        v, t = stratified_split(raw.y[: raw.test_start], (val_fraction,), seed)
+        val_idx, train_idx = pool[v], pool[t]
+        test_idx = torch.arange(raw.test_start, len(raw.y))
+    if labels_per_class is not None:
+        train_idx = train_idx[per_class_subset(raw.y[train_idx], labels_per_class, seed, raw.class_names)]
+    if min(len(train_idx), len(val_idx), len(test_idx)) == 0:
+        raise DataError(f"{name} is too small to split into train, validation and test sets: add images (3 or more per class).")
+
+    def take(idx: torch.Tensor) -> Split:
+        return Split(raw.x[idx], raw.y[idx])
+
+    return DataBundle(name, raw.class_names, take(train_idx), take(val_idx), take(test_idx), raw.skipped, raw.skipped_examples)
+
+
+# --- batch transforms (on the training device) ---------------------------------
+
+
+def to_input(x: torch.Tensor, mean: tuple, std: tuple) -> torch.Tensor:
+    """uint8 (B, C, S, S) on any device -> normalised float (B, 3, S, S)."""
+    x = x.float().div_(255.0)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Random horizontal flip, random-resized crop (scale 0.6-1, aspect 3/4-4/3)
+    and colour jitter, per image, batched. x: float in [0, 1], (B, 3, S, S)."""
+    b = x.shape[0]
+    dev = x.device
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=g).to(dev)
+
+    scale = 0.6 + 0.4 * rand(b)
+    log_ratio = (rand(b) - 0.5) * 2 * math.log(4 / 3)
+    ratio = torch.exp(log_ratio)
+    sw = torch.sqrt(scale * ratio).clamp(max=1.0)
+    sh = torch.sqrt(scale / ratio).clamp(max=1.0)
+    tx = (rand(b) * 2 - 1) * (1 - sw)
+    ty = (rand(b) * 2 - 1) * (1 - sh)
+    flip = torch.where(rand(b) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(b, 2, 3, device=dev)
+    theta[:, 0, 0] = sw * flip
+    theta[:, 0, 2] = tx
+    theta[:, 1, 1] = sh
+    theta[:, 1, 2] = ty
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    bright = (0.8 + 0.4 * rand(b)).view(b, 1, 1, 1)
+    contrast = (0.8 + 0.4 * rand(b)).view(b, 1, 1, 1)
+    sat = (0.8 + 0.4 * rand(b)).view(b, 1, 1, 1)
+    x = x * bright
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * contrast + mean
+    grey = x.mean(dim=1, keepdim=True)
+    x = (x - grey) * sat + grey
+    return x.clamp_(0, 1)
+
+
+def batch_input(x: torch.Tensor, mean: tuple, std: tuple, g: torch.Generator | None = None) -> torch.Tensor:
+    """uint8 batch -> model input; augmented when a generator is given."""
+    if g is None:
+        return to_input(x, mean, std)
+    xf = x.float().div_(255.0)
+    if xf.shape[1] == 1:
+        xf = xf.expand(-1, 3, -1, -1)
+    xf = augment(xf, g)
+    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    return (xf - m) / s

@@ -1,0 +1,425 @@
+"""The training loop: one loop for every strategy.
+
+The engine reports through events; listeners (the run store, a progress bar)
+subscribe. It never prints. Side effects are a checkpoint per epoch in the
+run folder, written atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core import backbones, data, strategies
+from core.config import RunConfig, validate
+from core.errors import ConfigError, TLabError
+from core.strategies import LayerPlan
+
+log = logging.getLogger(__name__)
+
+EVAL_BATCH = 256
+
+
+# --- events -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunStart:
+    run_id: str
+    config: RunConfig
+    device: str
+    class_names: tuple[str, ...]
+    sizes: dict  # train / val / test image counts
+    plan: LayerPlan
+    steps_per_epoch: int
+    start_epoch: int  # 1-based epoch this process starts at (>1 when resuming)
+
+
+@dataclass(frozen=True)
+class Step:
+    epoch: int  # 1-based
+    step: int  # global, 1-based
+    loss: float
+    lr: float  # the head's learning rate
+    images_per_second: float
+
+
+@dataclass(frozen=True)
+class PlanChange:
+    epoch: int
+    plan: LayerPlan
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    seconds: float
+    images_per_second: float
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    epoch: int
+    rows: tuple[dict, ...]  # group, frozen, lr, params, grad_norm, weight_change
+
+
+@dataclass(frozen=True)
+class Note:
+    message: str
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    status: str  # finished | cancelled | failed
+    reason: str
+    result: "RunResult"
+
+
+Event = RunStart | Step | PlanChange | EpochEnd | LayerStats | Note | RunEnd
+Listener = Callable[[Event], None]
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str
+    reason: str = ""
+    epochs: int = 0
+    val_accuracy: float | None = None
+    best_val_accuracy: float | None = None
+    test_accuracy: float | None = None
+    test_loss: float | None = None
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+    trainable_params: int = 0
+    total_params: int = 0
+    device: str = ""
+    checkpoint: str = ""
+    feature_cache: bool = False
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class Diverged(TLabError):
+    pass
+
+
+class Cancelled(Exception):
+    pass
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for, but PyTorch sees no CUDA GPU here: choose auto or cpu.")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("device 'mps' was asked for, but this machine has no Apple GPU available: choose auto or cpu.")
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def head_removed(model: nn.Module, head_path: str):
+    """Temporarily replace the head with Identity: the model then returns the
+    features the head would see."""
+    parent_path, _, leaf = head_path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    head = getattr(parent, leaf)
+    setattr(parent, leaf, nn.Identity())
+    try:
+        yield head
+    finally:
+        setattr(parent, leaf, head)
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def lr_factor(step: int, total: int) -> float:
+    """Linear warm-up over the first 3% of steps, then cosine to zero."""
+    warm = max(1, int(0.03 * total))
+    if step < warm:
+        return (step + 1) / warm
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+
+# --- the trainer ----------------------------------------------------------------
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, run_dir: Path, run_id: str | None = None,
+                 listeners: tuple[Listener, ...] = (), should_stop: Callable[[], bool] | None = None):
+        self.cfg = validate(cfg)
+        self.run_id = run_id or new_run_id()
+        self.run_dir = Path(run_dir)
+        self.listeners = list(listeners)
+        self.should_stop = should_stop or (lambda: False)
+        self.spec = backbones.get(cfg.backbone)
+        self.strategy = strategies.get(cfg.strategy)
+        self.device = resolve_device(cfg.device)
+        self.cuda = self.device.type == "cuda"
+
+    def emit(self, event: Event) -> None:
+        for listener in self.listeners:
+            listener(event)
+
+    # -- pieces --
+
+    def _autocast(self):
+        if self.cuda:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _prep(self, x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
+        x = data.batch_input(x.to(self.device, non_blocking=True), self.spec.mean, self.spec.std, g)
+        return x.contiguous(memory_format=torch.channels_last) if self.cuda else x
+
+    @torch.inference_mode()
+    def evaluate(self, model: nn.Module, split: data.Split, features: bool = False) -> tuple[float, float]:
+        """(mean loss, accuracy) over a split; `features` when split.x holds cached features."""
+        model.eval()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        for i in range(0, len(split), EVAL_BATCH):
+            xb = split.x[i : i + EVAL_BATCH]
+            yb = split.y[i : i + EVAL_BATCH].to(self.device)
+            x = xb.to(self.device) if features else self._prep(xb)
+            with self._autocast():
+                logits = model(x).float()
+            loss_sum += F.cross_entropy(logits, yb, reduction="sum")
+            correct += (logits.argmax(1) == yb).sum()
+        n = max(1, len(split))
+        return float(loss_sum) / n, float(correct) / n
+
+    @torch.inference_mode()
+    def _features(self, model: nn.Module, split: data.Split) -> data.Split:
+        model.eval()
+        out = []
+        with head_removed(model, self.spec.head):
+            for i in range(0, len(split), EVAL_BATCH):
+                with self._autocast():
+                    out.append(model(self._prep(split.x[i : i + EVAL_BATCH])).float())
+        return data.Split(torch.cat(out), split.y.to(self.device))
+
+    def _group_params(self, model: nn.Module) -> dict[str, list[nn.Parameter]]:
+        owner = backbones.group_of_parameters(self.spec, model)
+        groups: dict[str, list[nn.Parameter]] = {g: [] for g in self.spec.group_names}
+        for name, p in model.named_parameters():
+            groups[owner[name]].append(p)
+        return groups
+
+    # -- the run --
+
+    def run(self, resume_from: Path | None = None) -> RunResult:
+        cfg, spec = self.cfg, self.spec
+        t_start = time.perf_counter()
+        torch.manual_seed(cfg.seed)
+        bundle = data.load(cfg.dataset, cfg.image_size, cfg.seed, cfg.labels_per_class, cfg.val_fraction, cfg.test_fraction)
+        if len(bundle.train) < 1:
+            raise ConfigError("The training set is empty.")
+        model = backbones.create_model(spec, bundle.num_classes, cfg.image_size, self.strategy.pretrained, cfg.weights)
+        model.to(self.device)
+        if self.cuda:
+            model.to(memory_format=torch.channels_last)
+        plan = strategies.make_plan(spec, model, cfg, 0)
+        optimizer = strategies.build_optimizer(spec, model, plan, cfg.weight_decay)
+        groups = self._group_params(model)
+        w0 = {g: [p.detach().clone() for p in ps] for g, ps in groups.items()}
+
+        start_epoch, best_val, step = 1, None, 0
+        if resume_from is not None:
+            ckpt = torch.load(resume_from, map_location=self.device, weights_only=True)
+            model.load_state_dict(ckpt["model"])
+            start_epoch = int(ckpt["epoch"]) + 1
+            best_val, step = ckpt.get("best_val_accuracy"), int(ckpt.get("step", 0))
+            w0 = {g: [t.to(self.device) for t in ts] for g, ts in ckpt["w0"].items()}
+            plan = strategies.make_plan(spec, model, cfg, start_epoch - 1)
+            strategies.apply_plan(spec, model, plan, optimizer)
+            optimizer.load_state_dict(ckpt["optimizer"])
+
+        # Move the (uint8) data to the device once: every epoch reads it from there.
+        for split in (bundle.train, bundle.val, bundle.test):
+            split.x, split.y = split.x.to(self.device), split.y.to(self.device)
+
+        use_cache = cfg.strategy == "feature_extraction" and not cfg.augment
+        head = model.get_submodule(spec.head)
+        if use_cache:
+            t0 = time.perf_counter()
+            feats = {k: self._features(model, getattr(bundle, k)) for k in ("train", "val", "test")}
+            self.emit(Note(f"feature cache: backbone features computed once for {sum(len(f) for f in feats.values())} "
+                           f"images in {time.perf_counter() - t0:.1f}s; the head trains on the cache"))
+            log.info("feature extraction without augmentation: training the head on cached features")
+            train_x, train_y = feats["train"].x, feats["train"].y
+            fwd = head
+        else:
+            train_x, train_y = bundle.train.x, bundle.train.y
+            fwd = model
+
+        n_train = len(train_y)
+        bs = min(cfg.batch_size, n_train)
+        steps_per_epoch = max(1, n_train // bs)  # drop the ragged last batch: BatchNorm needs > 1 sample
+        total_steps = steps_per_epoch * cfg.epochs
+        self.emit(RunStart(self.run_id, cfg, str(self.device), tuple(bundle.class_names),
+                           {"train": len(bundle.train), "val": len(bundle.val), "test": len(bundle.test),
+                            "skipped": bundle.skipped},
+                           plan, steps_per_epoch, start_epoch))
+        if bundle.skipped:
+            self.emit(Note(f"skipped {bundle.skipped} unreadable file(s), e.g. {bundle.skipped_examples[0]}"))
+
+        result = RunResult(self.run_id, "running", epochs=start_epoch - 1, device=str(self.device),
+                           trainable_params=plan.trainable_params, total_params=plan.total_params,
+                           feature_cache=use_cache, best_val_accuracy=best_val)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt_path = self.run_dir / "checkpoint.pt"
+        aug_gen = torch.Generator().manual_seed(cfg.seed + 7919) if cfg.augment else None
+        images_seen, train_seconds = 0, 0.0
+        status, reason = "finished", ""
+        try:
+            for epoch in range(start_epoch, cfg.epochs + 1):
+                new_plan = strategies.make_plan(spec, model, cfg, epoch - 1)
+                if new_plan.group_table() != plan.group_table():
+                    plan = new_plan
+                    strategies.apply_plan(spec, model, plan, optimizer)
+                    self.emit(PlanChange(epoch, plan))
+                result.trainable_params = max(result.trainable_params, plan.trainable_params)
+                if use_cache:
+                    head.train()
+                else:
+                    strategies.set_train_mode(spec, model, plan)
+                if aug_gen is not None:  # resumable: the augmentation stream depends only on seed and epoch
+                    aug_gen.manual_seed(cfg.seed * 1_000_003 + epoch)
+                order = torch.randperm(n_train, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+                order = order.to(self.device)
+                grad_sq = {g: torch.zeros((), device=self.device) for g in groups}
+                loss_sum = torch.zeros((), device=self.device)
+                correct = torch.zeros((), device=self.device, dtype=torch.long)
+                seen = 0
+                t_epoch = time.perf_counter()
+                log_every = 10 if self.cuda else 1
+                window_loss = torch.zeros((), device=self.device)
+                t_window, window_imgs = time.perf_counter(), 0
+                for i in range(steps_per_epoch):
+                    if self.should_stop():
+                        raise Cancelled()
+                    idx = order[i * bs : (i + 1) * bs]
+                    yb = train_y[idx]
+                    xb = train_x[idx] if use_cache else self._prep(train_x[idx], aug_gen)
+                    factor = lr_factor(step, total_steps)
+                    for pg in optimizer.param_groups:
+                        pg["lr"] = pg["initial_lr"] * factor
+                    with self._autocast():
+                        logits = fwd(xb).float()
+                    loss = F.cross_entropy(logits, yb)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    for g, ps in groups.items():
+                        grads = [p.grad for p in ps if p.grad is not None]
+                        if grads:
+                            grad_sq[g] += torch.stack(torch._foreach_norm(grads)).square().sum().sqrt()
+                    optimizer.step()
+                    step += 1
+                    seen += len(yb)
+                    window_imgs += len(yb)
+                    loss_d = loss.detach()
+                    loss_sum += loss_d * len(yb)
+                    window_loss += loss_d
+                    correct += (logits.detach().argmax(1) == yb).sum()
+                    if step % log_every == 0 or i == steps_per_epoch - 1:
+                        n_in_window = (i % log_every) + 1 if i == steps_per_epoch - 1 else log_every
+                        mean_loss = float(window_loss) / n_in_window
+                        if not math.isfinite(mean_loss):
+                            raise Diverged(
+                                f"loss became {mean_loss} at epoch {epoch}, step {step}: "
+                                f"lower the learning rate (it was {strategies.base_lr(cfg):g})."
+                            )
+                        now = time.perf_counter()
+                        self.emit(Step(epoch, step, mean_loss, optimizer.param_groups[-1]["lr"],
+                                       window_imgs / max(now - t_window, 1e-9)))
+                        window_loss.zero_()
+                        t_window, window_imgs = now, 0
+                epoch_seconds = time.perf_counter() - t_epoch
+                images_seen += seen
+                train_seconds += epoch_seconds
+                if use_cache:
+                    val_loss, val_acc = self.evaluate(head, feats["val"], features=True)
+                else:
+                    val_loss, val_acc = self.evaluate(model, bundle.val)
+                train_loss = float(loss_sum) / max(1, seen)
+                best_val = val_acc if best_val is None else max(best_val, val_acc)
+                result.epochs, result.val_accuracy, result.best_val_accuracy = epoch, val_acc, best_val
+                self.emit(EpochEnd(epoch, train_loss, float(correct) / max(1, seen), val_loss, val_acc,
+                                   epoch_seconds, seen / max(epoch_seconds, 1e-9)))
+                self.emit(LayerStats(epoch, self._layer_rows(plan, groups, w0, grad_sq, steps_per_epoch)))
+                save_atomic({
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "config": dataclasses.asdict(cfg), "epoch": epoch, "step": step,
+                    "best_val_accuracy": best_val, "class_names": list(bundle.class_names),
+                    "backbone": spec.name, "image_size": cfg.image_size,
+                    "w0": {g: [t.cpu() for t in ts] for g, ts in w0.items()},
+                }, ckpt_path)
+                result.checkpoint = str(ckpt_path)
+            if use_cache:
+                result.test_loss, result.test_accuracy = self.evaluate(head, feats["test"], features=True)
+            else:
+                result.test_loss, result.test_accuracy = self.evaluate(model, bundle.test)
+        except Cancelled:
+            status, reason = "cancelled", "stopped by request"
+        except Diverged as e:
+            status, reason = "failed", str(e)
+        result.status, result.reason = status, reason
+        result.seconds = time.perf_counter() - t_start
+        result.images_per_second = images_seen / train_seconds if train_seconds else 0.0
+        self.emit(RunEnd(status, reason, result))
+        return result
+
+    def _layer_rows(self, plan: LayerPlan, groups, w0, grad_sq, steps: int) -> tuple[dict, ...]:
+        rows = []
+        with torch.no_grad():
+            for r in plan.group_table():
+                g = r["group"]
+                ps, p0 = groups[g], w0[g]
+                diff = torch.stack([torch.linalg.vector_norm((p - q).float()) for p, q in zip(ps, p0)]).square().sum().sqrt()
+                base = torch.stack([torch.linalg.vector_norm(q.float()) for q in p0]).square().sum().sqrt()
+                rows.append({
+                    "group": g, "frozen": bool(r["frozen"]), "lr": r["lr"], "params": r["params"],
+                    "grad_norm": float(grad_sq[g]) / steps,
+                    "weight_change": float(diff / base) if float(base) > 0 else 0.0,
+                })
+        return tuple(rows)
+
+
+def train(cfg: RunConfig, run_dir: Path | None = None, listeners: tuple[Listener, ...] = (),
+          should_stop: Callable[[], bool] | None = None, run_id: str | None = None) -> RunResult:
+    """Train one run in this process and return its result."""
+    from core import paths
+
+    run_id = run_id or new_run_id()
+    return Trainer(cfg, run_dir or paths.run_dir(run_id), run_id, listeners, should_stop).run()

