@@ -1,0 +1,89 @@
+"""`python -m core ...` as a user runs it: real subprocesses, no network."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+
+def test_plan_for_feature_extraction_shows_only_the_head_trainable():
+    res = run_cli("plan", "--backbone", "resnet18", "--strategy", "feature_extraction", "--json")
+    assert res.returncode == 0, res.stderr
+    plan = json.loads(res.stdout)
+    trainable = [g["group"] for g in plan["groups"] if not g["frozen"]]
+    assert trainable == ["head"]
+    assert plan["trainable_params"] == 512 * 10 + 10
+    assert plan["total_params"] == plan["trainable_params"] + plan["frozen_params"]
+    assert all(m["frozen"] == (m["group"] != "head") for m in plan["modules"])
+
+
+def test_plan_table_for_partial_shows_stem_and_two_stages_frozen():
+    res = run_cli("plan", "--backbone", "resnet18", "--strategy", "partial", "--freeze-stages", "2")
+    assert res.returncode == 0, res.stderr
+    rows = {line.split()[0]: line.split() for line in res.stdout.splitlines() if line.split()}
+    for group in ("stem", "stage1", "stage2"):
+        assert "frozen" in rows[group]
+    for group in ("stage3", "stage4", "head"):
+        assert "trainable" in rows[group]
+    assert "trainable" in res.stdout.splitlines()[-1] and "of 11,181,642 parameters" in res.stdout
+
+
+def test_registries_list_weight_availability_offline():
+    res = run_cli("backbones", "--json")
+    assert res.returncode == 0, res.stderr
+    by_name = {b["name"]: b for b in json.loads(res.stdout)}
+    assert by_name["efficientnet_lite0"]["weights"] == "bundled"
+    assert by_name["resnet18"]["weights"] == "download"  # empty hub cache in tests
+    assert by_name["small_cnn"]["weights"] == "none"
+    res = run_cli("datasets", "--json")
+    names = {d["name"]: d for d in json.loads(res.stdout)}
+    assert names["digits"]["availability"] == "bundled" and names["cifar10"]["availability"] == "download"
+    res = run_cli("strategies", "--json")
+    assert {s["name"] for s in json.loads(res.stdout)} == {
+        "feature_extraction", "partial", "full", "discriminative", "gradual", "scratch"}
+
+
+def test_train_json_reports_a_real_run(isolated_home):
+    res = run_cli("train", "--backbone", "efficientnet_lite0", "--strategy", "feature_extraction",
+                  "--dataset", "digits", "--epochs", "3", "--image-size", "64", "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    for key in ("val_accuracy", "test_accuracy", "epochs", "seconds", "images_per_second",
+                "trainable_params", "total_params", "device", "checkpoint"):
+        assert key in out
+    assert out["epochs"] == 3 and out["device"] == "cpu"
+    assert out["test_accuracy"] > 0.7
+    assert out["trainable_params"] < out["total_params"]
+    ckpt = Path(out["checkpoint"])
+    assert ckpt.exists() and ckpt.is_relative_to(isolated_home)
+    assert "feature cache" in res.stderr  # the log says the cache was used
+
+
+def test_train_prints_a_human_summary():
+    res = run_cli("train", "--backbone", "small_cnn", "--strategy", "scratch", "--epochs", "1",
+                  "--image-size", "16", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    assert "finished" in res.stdout and "test accuracy" in res.stdout
+    assert "epoch 1:" not in res.stdout  # per-epoch lines go to stderr only with the bar
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["train", "--dataset", "imagenet22k"], "Unknown dataset 'imagenet22k'"),
+    (["train", "--backbone", "resnet9000"], "Unknown backbone"),
+    (["train", "--epochs", "0"], "epochs must be between"),
+    (["train", "--lr", "nan"], "learning rate"),
+    (["train", "--labels-per-class", "lots"], "whole number"),
+    (["train", "--dataset", "folder:/no/such/place"], "does not exist"),
+    (["train", "--backbone", "resnet18", "--strategy", "feature_extraction", "--epochs", "1"], "resnet18-f37072fd.pth"),
+    (["train", "--backbone", "small_cnn", "--strategy", "scratch", "--weights", "/no/such.pt"], "does not exist"),
+    (["plan", "--strategy", "everything"], "Unknown strategy"),
+])
+def test_bad_input_is_one_clear_line_and_a_nonzero_exit(args, needle):
+    res = run_cli(*args)
+    assert res.returncode == 2
+    assert needle in res.stderr
+    assert "Traceback" not in res.stderr
