@@ -53,22 +53,10 @@ def cmd_backbones(args) -> int:
 
 
 def cmd_datasets(args) -> int:
-    from core import data, paths
+    from core import data
 
-    rows = []
-    for spec in data.REGISTRY.values():
-        if spec.source == "torchvision":
-            present = (paths.datasets_dir()).exists() and any(paths.datasets_dir().iterdir())
-            status = "download"  # refined below when its files are on disk
-            if present:
-                try:
-                    data.load_raw(spec.name, 16)
-                    status = "downloaded"
-                except TLabError:
-                    status = "download"
-        else:
-            status = spec.source
-        rows.append({"name": spec.name, "title": spec.title, "availability": status, "description": spec.description})
+    rows = [{"name": spec.name, "title": spec.title, "availability": data.availability(spec),
+             "description": spec.description} for spec in data.REGISTRY.values()]
     rows.append({"name": "folder:PATH", "title": "Your images", "availability": "local",
                  "description": "A folder with one subfolder per class, or a .zip of them."})
     _out(args, rows, rows, ["name", "title", "availability", "description"])

@@ -168,8 +168,11 @@ def _tv_open(cls_name: str, title: str, **kwargs):
         root.mkdir(parents=True, exist_ok=True)
         return cls(str(root), download=True, **kwargs)
     except Exception as e:
+        # One line: torchvision's messages can span lines (MNIST lists every mirror).
+        reason = " ".join(str(e).split())
+        reason = reason if len(reason) <= 160 else reason[:157] + "..."
         raise DataError(
-            f"{title} is not in {root} and could not be downloaded ({type(e).__name__}: {str(e)[:120]}). "
+            f"{title} is not in {root} and could not be downloaded ({type(e).__name__}: {reason}). "
             f"Connect to the internet once so it can download, or copy the torchvision files into {root}; "
             "the bundled 'digits' dataset works offline."
         ) from None
@@ -257,8 +260,10 @@ def _folder_items(path: Path) -> tuple[dict[str, list[tuple[str, Callable[[], by
             examples.append(f"{info.filename} (unsafe path or link)")
             continue
         names.append((p, info))
-    # A ZIP of one wrapping folder ("mydata/cat/1.png") counts from inside it.
-    while names and all(len(p.parts) > 2 for p, _ in names) and len({p.parts[0] for p, _ in names}) == 1:
+    # A ZIP of one wrapping folder ("mydata/cat/1.png") counts from inside it,
+    # also when the wrapper holds a loose non-image file ("mydata/README.txt").
+    while (names and len({p.parts[0] for p, _ in names}) == 1 and any(len(p.parts) > 2 for p, _ in names)
+           and not any(len(p.parts) == 2 and p.suffix.lower() in IMAGE_SUFFIXES for p, _ in names)):
         names = [(PurePosixPath(*p.parts[1:]), i) for p, i in names]
     for p, info in names:
         if len(p.parts) < 2:
@@ -327,21 +332,57 @@ def get(name: str) -> DatasetSpec:
         ) from None
 
 
-def is_available_offline(spec: DatasetSpec) -> bool:
-    return spec.source != "torchvision"
+_TV_CLASSES = {"mnist": ("MNIST", {}), "fashion_mnist": ("FashionMNIST", {}), "cifar10": ("CIFAR10", {}),
+               "cifar100": ("CIFAR100", {}), "flowers102": ("Flowers102", {"split": "test"}),
+               "oxford_pets": ("OxfordIIITPet", {"split": "test"}), "eurosat": ("EuroSAT", {})}
+
+
+def availability(spec: DatasetSpec) -> str:
+    """'bundled', 'local' (a folder), 'downloaded', or 'download' (needs the
+    network on first use). Never downloads."""
+    if spec.source != "torchvision":
+        return "bundled" if spec.source == "bundled" else "local"
+    import torchvision.datasets as tvd
+
+    cls_name, kwargs = _TV_CLASSES[spec.name]
+    try:
+        getattr(tvd, cls_name)(str(paths.datasets_dir()), download=False, **kwargs)
+        return "downloaded"
+    except Exception:
+        return "download"
 
 
 @functools.lru_cache(maxsize=4)
-def _raw_cached(name: str, size: int, stamp: float) -> RawData:
+def _raw_cached(name: str, size: int, stamp: tuple) -> RawData:
     return get(name).loader(size)
+
+
+def _files_stamp(p: Path) -> tuple:
+    """(entries, newest mtime, total size) of a file or of everything under a
+    folder: images added, removed or replaced inside class folders change it,
+    while the top folder's own mtime would not."""
+    if not p.exists():
+        return (-1, 0, 0)
+    if not p.is_dir():
+        st = p.stat()
+        return (1, st.st_mtime_ns, st.st_size)
+    st = p.stat()
+    count, newest, total = 0, st.st_mtime_ns, 0
+    for dirpath, dirnames, filenames in os.walk(p):
+        for n in dirnames + filenames:
+            try:
+                st = os.stat(os.path.join(dirpath, n))
+            except OSError:
+                continue
+            count, newest, total = count + 1, max(newest, st.st_mtime_ns), total + st.st_size
+    return (count, newest, total)
 
 
 def load_raw(name: str, size: int) -> RawData:
     """Decoded images, cached in-process per (dataset, image size, files' mtime)."""
-    stamp = 0.0
+    stamp: tuple = (str(paths.datasets_dir()),)  # a new TLAB_HOME is another dataset
     if name.startswith(FOLDER_PREFIX):
-        p = Path(name[len(FOLDER_PREFIX):]).expanduser()
-        stamp = p.stat().st_mtime if p.exists() else -1.0
+        stamp = _files_stamp(Path(name[len(FOLDER_PREFIX):]).expanduser())
     return _raw_cached(name, size, stamp)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -18,6 +19,8 @@ from torch import nn
 from core.errors import WeightsUnavailable
 
 log = logging.getLogger(__name__)
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _tv_weights(spec):
@@ -64,7 +67,12 @@ def _read(path: Path) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise WeightsUnavailable(f"Weights file {path} does not exist.") from None
     except Exception as e:  # unpickling refused, truncated, not a torch file...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = _ANSI.sub("", str(e)).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "Weights only load failed" in first:
+            # torch's text advises weights_only=False: never an option here.
+            unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+            first = (f"it refers to {unsafe.group(1)}, which is code, not tensor data, and is refused for safety"
+                     if unsafe else "it is corrupt or not a PyTorch file")
         raise WeightsUnavailable(
             f"Could not read weights file {path}: {first[:300]}. "
             "It must be a PyTorch state dict saved with torch.save (tensors only)."
@@ -87,24 +95,27 @@ def _assign(spec, model: nn.Module, state: dict[str, torch.Tensor], source: str)
     """Load every non-head tensor, checking names and shapes one by one."""
     target = {k: v for k, v in model.state_dict().items() if not _is_head(spec, k)}
     given = {k: v for k, v in state.items() if not _is_head(spec, k)}
-    for key, want in target.items():
-        if key not in given:
-            raise WeightsUnavailable(
-                f"{source} does not fit {spec.title}: it has no tensor {key!r} "
-                f"({len(given)} tensors given, {len(target)} expected). Is it for another architecture?"
-            )
-        got = given[key]
-        if tuple(got.shape) != tuple(want.shape):
-            raise WeightsUnavailable(
-                f"{source} does not fit {spec.title}: {key!r} has shape {tuple(got.shape)}, "
-                f"expected {tuple(want.shape)}."
-            )
+    # BatchNorm's batch counter is absent from checkpoints saved before
+    # PyTorch 0.4.1, torchvision's ResNet files among them; it is not a weight.
+    missing = [k for k in target if k not in given and not k.endswith(".num_batches_tracked")]
+    if missing:
+        raise WeightsUnavailable(
+            f"{source} does not fit {spec.title}: it has no tensor {missing[0]!r} "
+            f"({len(given)} tensors given, {len(target)} expected). Is it for another architecture?"
+        )
     extra = [k for k in given if k not in target]
     if extra:
         raise WeightsUnavailable(
             f"{source} does not fit {spec.title}: unexpected tensor {extra[0]!r} "
             f"({len(extra)} unexpected). Is it for another architecture?"
         )
+    for key, got in given.items():
+        want = target[key]
+        if tuple(got.shape) != tuple(want.shape):
+            raise WeightsUnavailable(
+                f"{source} does not fit {spec.title}: {key!r} has shape {tuple(got.shape)}, "
+                f"expected {tuple(want.shape)}."
+            )
     model.load_state_dict(given, strict=False)
 
 
