@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: run test install install-test clean-venv
+.PHONY: run test bench install install-test clean-venv
 
 $(PY):
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ is needed"'
@@ -34,3 +34,7 @@ test: install-test
 
 clean-venv:
 	rm -rf $(VENV)
+
+bench: install
+	$(PY) bench/store_overhead.py
+	$(PY) bench/side_by_side.py

@@ -150,25 +150,117 @@ class _Progress:
             self.bar.close()
 
 
-def cmd_train(args) -> int:
-    from core import engine
+def _result_of(row: dict) -> dict:
+    result = row.get("result")
+    result = json.loads(result) if isinstance(result, str) else (result or {})
+    return {"run_id": row["id"], **result, "status": row["status"], "reason": row["reason"]}
 
-    cfg = _config(args)
-    result = engine.train(cfg, listeners=(_Progress(not args.no_progress),))
-    out = result.to_dict()
+
+def _finish(args, row: dict) -> int:
+    """Print how a run ended; exit 0 finished, 1 failed in training, 2 could not
+    start (bad data or weights), 3 cancelled or interrupted."""
+    out = _result_of(row)
     if args.json:
         print(json.dumps(out, indent=2))
     else:
-        print(f"run {result.run_id}: {result.status}{' (' + result.reason + ')' if result.reason else ''}")
-        if result.test_accuracy is not None:
-            print(f"test accuracy {result.test_accuracy:.4f}, val accuracy {result.val_accuracy:.4f} after "
-                  f"{result.epochs} epoch(s) in {result.seconds:.1f}s ({result.images_per_second:.0f} images/s "
-                  f"on {result.device}{', feature cache' if result.feature_cache else ''})")
-        print(f"trainable {result.trainable_params:,} of {result.total_params:,} parameters; checkpoint {result.checkpoint}")
-    if result.status == "failed":
-        print(f"error: {result.reason}", file=sys.stderr)
-        return 1
-    return 0 if result.status == "finished" else 3
+        print(f"run {row['id']}: {row['status']}{' (' + row['reason'] + ')' if row['reason'] else ''}")
+        if out.get("test_accuracy") is not None:
+            print(f"test accuracy {out['test_accuracy']:.4f}, val accuracy {out['val_accuracy']:.4f} after "
+                  f"{out['epochs']} epoch(s) in {out['seconds']:.1f}s ({out['images_per_second']:.0f} images/s "
+                  f"on {out['device']}{', feature cache' if out.get('feature_cache') else ''})")
+        if out.get("checkpoint"):
+            print(f"trainable {out['trainable_params']:,} of {out['total_params']:,} parameters; checkpoint {out['checkpoint']}")
+    if row["status"] == "failed":
+        print(f"error: {row['reason']}", file=sys.stderr)
+        return 1 if row.get("result") else 2
+    return 0 if row["status"] == "finished" else 3
+
+
+def cmd_train(args) -> int:
+    from core import jobs
+
+    row = jobs.run_foreground(_config(args), listeners=(_Progress(not args.no_progress),))
+    return _finish(args, row)
+
+
+def cmd_launch(args) -> int:
+    from core import jobs
+
+    run_id = jobs.launch(_config(args))
+    print(json.dumps({"run_id": run_id, "status": "queued"}) if args.json else run_id)
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from core.store import Store
+
+    df = Store().runs()
+    rows = [{k: (None if v != v else v) for k, v in r.items() if k != "config"} for r in df.to_dict("records")]
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    for r in rows:
+        for k in ("best_val_accuracy", "test_accuracy"):
+            r[k] = f"{r[k]:.4f}" if r[k] is not None else "-"
+    _print_table(rows, ["id", "status", "backbone", "strategy", "dataset", "epochs_done", "epochs",
+                        "best_val_accuracy", "test_accuracy", "group_id", "reason"])
+    return 0
+
+
+def cmd_show(args) -> int:
+    from core.store import Store
+
+    store = Store()
+    row = store.run(args.run_id)
+    epochs = store.metrics([args.run_id])
+    out = {
+        "run_id": row["id"], "group_id": row["group_id"], "name": row["name"], "status": row["status"],
+        "reason": row["reason"], "device": row["device"], "config": json.loads(row["config"]),
+        "epochs_done": row["epochs_done"], "best_val_accuracy": row["best_val_accuracy"],
+        "test_accuracy": row["test_accuracy"],
+        "last_epoch": epochs.iloc[-1].to_dict() if len(epochs) else None,
+        "result": json.loads(row["result"]) if row["result"] else None,
+    }
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    print(f"run {out['run_id']} ({out['status']}{': ' + out['reason'] if out['reason'] else ''})")
+    print("config: " + ", ".join(f"{k}={v}" for k, v in out["config"].items() if v not in (None, "")))
+    if len(epochs):
+        _print_table([{k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items() if k not in ("run_id", "t")}
+                      for r in epochs.to_dict("records")],
+                     ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"])
+    if out["test_accuracy"] is not None:
+        print(f"test accuracy {out['test_accuracy']:.4f}")
+    return 0
+
+
+def cmd_wait(args) -> int:
+    from core import jobs
+
+    return _finish(args, jobs.wait(args.run_id, timeout=args.timeout))
+
+
+def cmd_cancel(args) -> int:
+    from core import jobs
+
+    status = jobs.cancel(args.run_id)
+    print(f"run {args.run_id}: " + ("cancelled" if status == "queued" else "stopping at its next step"))
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from core import jobs
+
+    jobs.resume(args.run_id)
+    print(f"run {args.run_id}: queued to resume from its last checkpoint")
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from core import jobs
+
+    return jobs.worker_main()
 
 
 # --- parser -------------------------------------------------------------------------
@@ -219,7 +311,31 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_plan)
 
-    sp = sub.add_parser("train", help="train one run in the foreground")
+    for name, fn, helptext in [("train", cmd_train, "train one run in the foreground"),
+                               ("launch", cmd_launch, "queue a run for the background worker; prints its id")]:
+        sp = sub.add_parser(name, help=helptext)
+        _train_options(sp)
+        sp.set_defaults(func=fn)
+
+    sp = sub.add_parser("runs", help="list the runs in the store")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_runs)
+    for name, fn, helptext in [("show", cmd_show, "a run's config, status and metrics"),
+                               ("wait", cmd_wait, "block until a run ends; print its result"),
+                               ("cancel", cmd_cancel, "stop a run at its next step"),
+                               ("resume", cmd_resume, "continue an interrupted, cancelled or failed run")]:
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument("run_id")
+        sp.add_argument("--json", action="store_true")
+        if name == "wait":
+            sp.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+        sp.set_defaults(func=fn)
+    sp = sub.add_parser("worker", help="drain the run queue (started for you by launch)")
+    sp.set_defaults(func=cmd_worker)
+    return p
+
+
+def _train_options(sp: argparse.ArgumentParser) -> None:
     _strategy_options(sp)
     sp.add_argument("--dataset", default="digits", help="dataset name or folder:PATH")
     sp.add_argument("--epochs", type=int, default=3)
@@ -234,8 +350,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--name", default="", help="a name for the run")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.add_argument("--json", action="store_true")
-    sp.set_defaults(func=cmd_train)
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -250,3 +364,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `... | head`: the reader left, nothing more to say
+        sys.stderr.close()
+        return 0

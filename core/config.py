@@ -91,6 +91,11 @@ def validate(cfg: RunConfig) -> RunConfig:
         0 < cfg.val_fraction < 0.5 and 0 < cfg.test_fraction < 0.5,
         "validation and test fractions must each be between 0 and 0.5.",
     )
+    if cfg.dataset.startswith(data.FOLDER_PREFIX):
+        from pathlib import Path
+
+        folder = Path(cfg.dataset[len(data.FOLDER_PREFIX):]).expanduser()
+        _check(folder.exists(), f"Folder or ZIP {folder} does not exist. Give a folder with one subfolder per class, or a ZIP of them.")
     spec = backbones.get(cfg.backbone)
     if cfg.strategy != "scratch" and not spec.has_pretrained and not cfg.weights:
         raise ConfigError(

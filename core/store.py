@@ -97,6 +97,12 @@ MIGRATIONS: list[str] = [
         detail TEXT NOT NULL DEFAULT ''
     );
     CREATE INDEX events_run ON events(run_id, id);
+    CREATE TABLE workers (
+        pid INTEGER PRIMARY KEY,
+        pid_start TEXT,
+        started REAL NOT NULL,
+        heartbeat REAL
+    );
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -116,6 +122,7 @@ def _pid_start(pid: int) -> str | None:
 
 
 def pid_alive(pid: int | None, start: str | None = None) -> bool:
+    """Is this process running (not a zombie, not a reused pid)?"""
     if not pid:
         return False
     try:
@@ -124,17 +131,14 @@ def pid_alive(pid: int | None, start: str | None = None) -> bool:
         return False
     except PermissionError:
         return True
-    if start is not None:
-        now = _pid_start(pid)
-        if now is not None and now != start:
-            return False  # the pid was reused by another process
-        try:
-            with open(f"/proc/{pid}/stat") as f:  # a zombie is dead for our purposes
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return False
-        except OSError:
-            pass
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return True  # no /proc (macOS): os.kill's answer stands
+    if fields[0] == "Z":
+        return False  # exited, not yet reaped by its parent
+    return start is None or fields[19] == start
 
 
 def _explain(e: Exception, path: Path) -> StoreError:
@@ -160,38 +164,37 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise _explain(e, self.path) from None
-        self._check_foreign()
         try:
             self.conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
             self.conn.row_factory = sqlite3.Row
             self.conn.execute("PRAGMA busy_timeout = 30000")
+            self._check_foreign()
             self.conn.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
             mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
                 log.warning("run store is in %s mode, not WAL", mode)
             self.conn.execute("PRAGMA synchronous = NORMAL")
+            self._migrate()
         except sqlite3.DatabaseError as e:
-            if isinstance(e, sqlite3.OperationalError) or "not a database" not in str(e):
+            if "not a database" not in str(e) and "malformed" not in str(e):
                 raise _explain(e, self.path) from None
-            raise StoreError(f"{self.path} is not a Transfer Learning Lab run store (it is not an SQLite database). "
+            raise StoreError(f"{self.path} is not a Transfer Learning Lab run store (not a readable SQLite database). "
                              "It was left untouched: move it away, or set TLAB_HOME to another folder.") from None
         if recover:
             self.recover()
 
     def _check_foreign(self) -> None:
-        """Refuse a file that isn't ours before SQLite writes anything to it."""
-        if not self.path.exists() or self.path.stat().st_size == 0:
+        """Refuse a file that isn't ours before anything is written to it.
+        Asked through SQLite itself: opening the file with another API and
+        closing it would drop SQLite's POSIX locks held in this process."""
+        app_id = self.conn.execute("PRAGMA application_id").fetchone()[0]  # raises on a non-database
+        if app_id == APPLICATION_ID:
             return
-        with open(self.path, "rb") as f:
-            header = f.read(100)
-        if not header.startswith(b"SQLite format 3\x00"):
-            raise StoreError(f"{self.path} is not a Transfer Learning Lab run store (not an SQLite database). "
-                             "It was left untouched: move it away, or set TLAB_HOME to another folder.")
-        app_id = int.from_bytes(header[68:72], "big")
-        if app_id != APPLICATION_ID:
-            raise StoreError(f"{self.path} is an SQLite database of another application (id {app_id:#x}). "
-                             "It was left untouched: move it away, or set TLAB_HOME to another folder.")
+        tables = self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if app_id != 0 or tables:
+            raise StoreError(f"{self.path} is an SQLite database of another application "
+                             f"(application id {app_id:#x}, {tables} schema objects). It was left untouched: "
+                             "move it away, or set TLAB_HOME to another folder.")
 
     def _migrate(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
@@ -287,15 +290,21 @@ class Store:
         return lost
 
     def request_cancel(self, run_id: str) -> str:
-        """Ask a run to stop. A queued run is cancelled at once; returns the new status."""
-        r = self.run(run_id)
+        """Ask a run to stop; a queued run is cancelled at once. Returns the
+        status it had; an ended run is a StoreError."""
         with self.tx() as c:
-            if r["status"] == "queued":
+            rows = c.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchall()
+            if not rows:
+                raise StoreError(f"No run {run_id!r} in {self.path}: `python -m core runs` lists them.")
+            status = rows[0][0]
+            if status in TERMINAL:
+                raise StoreError(f"Run {run_id} already ended ({status}); nothing to cancel.")
+            if status == "queued":
                 c.execute("UPDATE runs SET status='cancelled', reason='cancelled before it started', ended=? WHERE id=?",
                           (time.time(), run_id))
-                return "cancelled"
-            c.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (run_id,))
-        return r["status"]
+            else:
+                c.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (run_id,))
+        return status
 
     def cancel_requested(self, run_id: str) -> bool:
         rows = self.query("SELECT cancel_requested FROM runs WHERE id = ?", (run_id,))
@@ -326,6 +335,32 @@ class Store:
             for table in ("step_metrics", "epoch_metrics", "layer_stats"):
                 c.execute(f"DELETE FROM {table} WHERE run_id = ? AND epoch > ?", (run_id, epoch))
             c.execute("UPDATE runs SET epochs_done = ? WHERE id = ?", (epoch, run_id))
+
+    # --- workers -------------------------------------------------------------
+
+    def add_worker(self, pid: int, pid_start: str | None = None) -> None:
+        """Register a worker: by its launcher (no start time known yet, never
+        overwriting) or by the worker itself (with its start time)."""
+        verb = "INSERT OR REPLACE" if pid_start else "INSERT OR IGNORE"
+        with self.tx() as c:
+            c.execute(f"{verb} INTO workers (pid, pid_start, started, heartbeat) VALUES (?,?,?,?)",
+                      (pid, pid_start, time.time(), time.time()))
+
+    def remove_worker(self, pid: int) -> None:
+        with self.tx() as c:
+            c.execute("DELETE FROM workers WHERE pid = ?", (pid,))
+
+    def live_workers(self) -> list[int]:
+        """Pids of workers still alive; the dead ones are forgotten."""
+        rows = self.query("SELECT pid, pid_start FROM workers")
+        dead = [r["pid"] for r in rows if not pid_alive(r["pid"], r["pid_start"])]
+        if dead:
+            with self.tx() as c:
+                c.executemany("DELETE FROM workers WHERE pid = ?", [(p,) for p in dead])
+        return [r["pid"] for r in rows if r["pid"] not in dead]
+
+    def queued(self) -> list[dict]:
+        return [dict(r) for r in self.query("SELECT * FROM runs WHERE status = 'queued' ORDER BY created, id")]
 
     # --- readers: DataFrames for charts ---------------------------------------
 
