@@ -43,3 +43,14 @@ def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subpro
     full_env["PYTHONPATH"] = os.pathsep.join([str(NONET), str(ROOT)])
     return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny inputs: thread start-up costs more than it saves (about 3x slower on 2 cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

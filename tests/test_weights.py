@@ -20,13 +20,7 @@ from core.backbones import build, create_model, get
 from core.errors import ConfigError, WeightsUnavailable
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small inputs: thread start-up costs more than it saves on 2 cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
