@@ -17,3 +17,20 @@ def datasets_dir() -> Path:
 
 def run_dir(run_id: str) -> Path:
     return home() / run_id
+
+
+def save_upload(kind: str, filename: str, content: bytes) -> Path:
+    """Keep an uploaded file in the data folder, named by its content, so the
+    worker process can read it and the same upload is stored once."""
+    import hashlib
+
+    digest = hashlib.sha256(content).hexdigest()[:16]
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(filename).name)[-80:] or "upload"
+    folder = home() / "uploads" / kind / digest
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / safe
+    if not path.exists():
+        tmp = path.with_suffix(path.suffix + ".part")
+        tmp.write_bytes(content)
+        tmp.replace(path)
+    return path

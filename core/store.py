@@ -329,6 +329,17 @@ class Store:
                       (pid, _pid_start(pid), time.time(), time.time(), pick["id"]))
             return dict(pick)
 
+    def delete_run(self, run_id: str) -> None:
+        """Forget an ended run: its rows here and its folder of checkpoints."""
+        import shutil
+
+        r = self.run(run_id)
+        if r["status"] not in TERMINAL:
+            raise StoreError(f"Run {run_id} is {r['status']}: stop it before deleting it.")
+        with self.tx() as c:
+            c.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        shutil.rmtree(paths.run_dir(run_id), ignore_errors=True)
+
     def truncate_after(self, run_id: str, epoch: int) -> None:
         """Drop metrics past `epoch` (a resume re-does them)."""
         with self.tx() as c:

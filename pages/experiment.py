@@ -1,0 +1,169 @@
+"""Experiment: choose backbone, strategy and data; see the layer map; launch."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+import torch
+
+from core import backbones, charts, data, jobs, paths, strategies, weights
+from core.config import RunConfig, validate
+from core.errors import TLabError
+from ui.common import store
+
+DEFAULTS = RunConfig()  # the offline demo: Lite0 (bundled ImageNet weights), full fine-tuning, digits, 64 px, 3 epochs
+UPLOAD, FOLDER = "upload a ZIP of class folders", "a folder on this machine"
+
+st.title("Transfer Learning Lab")
+st.caption(
+    "Pick a pretrained backbone, a way to fine-tune it and a dataset, then launch. A from-scratch twin trains "
+    "beside it at the same budget, so you see what pretraining buys. Training runs in a background worker: "
+    "close the tab whenever you like."
+)
+
+left, right = st.columns([5, 6], gap="large")
+
+with left:
+    st.subheader("Model")
+    bb_names = list(backbones.REGISTRY)
+    availability = {n: weights.availability(backbones.get(n)) for n in bb_names}
+    note = {"bundled": "weights bundled", "cached": "weights cached", "download": "weights download on first use",
+            "none": "no pretrained weights"}
+    backbone = st.selectbox("Backbone", bb_names, index=bb_names.index(DEFAULTS.backbone), key="backbone",
+                            format_func=lambda n: f"{backbones.get(n).title} ({note[availability[n]]})")
+    spec = backbones.get(backbone)
+    st.caption(spec.description)
+    strat_names = list(strategies.REGISTRY)
+    strategy = st.selectbox("Strategy", strat_names, index=strat_names.index(DEFAULTS.strategy), key="strategy",
+                            format_func=lambda n: strategies.get(n).title)
+    st.caption(strategies.get(strategy).description)
+
+    weights_file = None
+    if availability[backbone] == "download" and strategy != "scratch":
+        st.info(f"{spec.title}'s ImageNet weights are not cached here: they download on first use when a network "
+                f"is there. Offline, put `{weights.expected_file(spec).name}` in `{weights.cache_dir()}` or upload "
+                "a weights file (a PyTorch state dict).")
+        up = st.file_uploader("Weights file (.pt, .pth)", type=["pt", "pth", "bin"], key="weights_upload")
+        if up is not None:
+            path = paths.save_upload("weights", up.name, up.getvalue())
+            try:
+                with torch.device("meta"):
+                    probe = backbones.build(spec, 10, 32)
+                probe = probe.to_empty(device="cpu")
+                weights.load_file(spec, probe, path)
+                weights_file = str(path)
+                st.success(f"{up.name} fits {spec.title}: training starts from it.")
+            except TLabError as e:
+                st.error(str(e))
+
+    st.subheader("Data")
+    ds_names = list(data.REGISTRY) + [UPLOAD, FOLDER]
+    ds_choice = st.selectbox("Dataset", ds_names, index=0, key="dataset",
+                             format_func=lambda n: data.REGISTRY[n].title if n in data.REGISTRY else f"Your images: {n}")
+    dataset = ds_choice
+    if ds_choice in data.REGISTRY:
+        st.caption(data.REGISTRY[ds_choice].description
+                   + ("" if data.availability(data.REGISTRY[ds_choice]) != "download" else " Downloads on first use."))
+    elif ds_choice == UPLOAD:
+        up = st.file_uploader("ZIP with one folder per class", type=["zip"], key="zip_upload")
+        dataset = f"{data.FOLDER_PREFIX}{paths.save_upload('datasets', up.name, up.getvalue())}" if up else None
+    else:
+        folder = st.text_input("Folder with one subfolder per class (or a .zip)", key="folder_path",
+                               placeholder="/home/me/pictures/my_classes")
+        dataset = f"{data.FOLDER_PREFIX}{folder.strip()}" if folder.strip() else None
+
+    if dataset and dataset.startswith(data.FOLDER_PREFIX):
+        try:
+            raw = data.load_raw(dataset, 64)
+            counts = np.bincount(raw.y.numpy(), minlength=len(raw.class_names))
+            st.write(f"**{len(raw.y)} images in {len(raw.class_names)} classes**"
+                     + (f"; {raw.skipped} unreadable file(s) skipped, e.g. {raw.skipped_examples[0]}" if raw.skipped else ""))
+            with st.expander("Preview: a few images per class", expanded=True):
+                for c, name in enumerate(raw.class_names[:12]):
+                    idx = (raw.y == c).nonzero().flatten()[:8]
+                    imgs = [raw.x[i].permute(1, 2, 0).expand(-1, -1, 3).numpy() for i in idx]
+                    st.image(imgs, caption=[f"{name}" for _ in imgs], width=64)
+                st.table({"class": raw.class_names, "images": counts.tolist()})
+        except TLabError as e:
+            st.error(str(e))
+            dataset = None
+
+    st.subheader("Budget")
+    c1, c2, c3 = st.columns(3)
+    epochs = c1.number_input("Epochs", 1, 200, DEFAULTS.epochs, key="epochs")
+    image_size = c2.number_input("Image size (px)", 16, 512, DEFAULTS.image_size, step=16, key="image_size",
+                                 help="Images are resized to this square size. 224 is what ImageNet backbones saw; 64 is quick on a CPU.")
+    batch_size = c3.number_input("Batch size", 1, 1024, DEFAULTS.batch_size, key="batch_size")
+    c1, c2, c3 = st.columns(3)
+    lr = c1.number_input("Learning rate", 1e-6, 1.0, strategies.get(strategy).default_lr, format="%.5f",
+                         key=f"lr_{strategy}", help="Each strategy has its own sensible default.")
+    labels = c2.number_input("Labels per class (0 = all)", 0, 100000, 0, key="labels_per_class",
+                             help="Keep only this many training images per class: where pretraining pays off most.")
+    seed = c3.number_input("Seed", 0, 2**31 - 1, DEFAULTS.seed, key="seed")
+    c1, c2, c3 = st.columns(3)
+    n_body = len(spec.groups) - 2
+    freeze_stages = c1.number_input("Freeze stages", 0, n_body, min(DEFAULTS.freeze_stages, n_body), key=f"freeze_stages_{backbone}",
+                                    disabled=strategy != "partial", help="Partial: the stem and this many stages stay frozen.")
+    lr_decay = c2.number_input("LR decay per group", 0.01, 1.0, DEFAULTS.lr_decay, key="lr_decay",
+                               disabled=strategy != "discriminative", help="Discriminative: LR factor from one group to the one below.")
+    unfreeze_every = c3.number_input("Unfreeze every (epochs)", 1, 100, DEFAULTS.unfreeze_every, key="unfreeze_every",
+                                     disabled=strategy != "gradual", help="Gradual: epochs between thawing one more group.")
+    c1, c2 = st.columns(2)
+    augment = c1.checkbox("Augment (flip, crop, colour)", DEFAULTS.augment, key="augment")
+    detected = "CUDA GPU" if torch.cuda.is_available() else "CPU only"
+    device = c2.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="device", help=f"Detected here: {detected}.",
+                          format_func=lambda d: f"auto ({detected})" if d == "auto" else d)
+    with_scratch = st.checkbox("Also train from scratch for comparison", True, key="with_scratch",
+                               disabled=strategy == "scratch",
+                               help="A twin with random weights, same data and budget, in the same group.")
+
+cfg = RunConfig(backbone=backbone, strategy=strategy, dataset=dataset or "digits", epochs=int(epochs),
+                image_size=int(image_size), batch_size=int(batch_size), lr=float(lr),
+                labels_per_class=int(labels) or None, seed=int(seed), device=device, augment=augment,
+                weights=weights_file, freeze_stages=int(freeze_stages), lr_decay=float(lr_decay),
+                unfreeze_every=int(unfreeze_every))
+
+with right:
+    st.subheader("Layer map")
+    plan = None
+    try:
+        with torch.device("meta"):
+            model = backbones.build(spec, 10, cfg.image_size)
+        plan = strategies.make_plan(spec, model, cfg, 0)
+    except TLabError as e:
+        st.error(str(e))
+    if plan is not None:
+        m1, m2, m3 = st.columns(3)
+        m1.metric("Trainable parameters", f"{plan.trainable_params:,}")
+        m2.metric("Frozen parameters", f"{plan.frozen_params:,}")
+        m3.metric("Trainable share", f"{100 * plan.trainable_params / max(1, plan.total_params):.2f}%")
+        st.plotly_chart(charts.layer_map(plan.group_table(), title=f"{spec.title} · {strategies.get(strategy).title}"),
+                        width="stretch", key="layer_map_preview", config={"displayModeBar": False})
+        if strategy == "gradual":
+            thaw = [f"epoch {e + 1}: {strategies.make_plan(spec, model, cfg, e).trainable_params:,}"
+                    for e in [0, *strategies.change_epochs(cfg, cfg.epochs)]]
+            st.caption("Trainable parameters as groups thaw — " + "; ".join(thaw))
+
+    problem = None
+    if dataset is None:
+        problem = "Choose your images first: upload a ZIP of class folders, or give a folder path."
+    else:
+        try:
+            validate(cfg)
+        except TLabError as e:
+            problem = str(e)
+    if problem:
+        st.warning(problem)
+    twin = cfg.replace(strategy="scratch", weights=None, lr=None) if with_scratch and strategy != "scratch" else None
+    st.write(f"**Will train:** {strategies.get(strategy).title} of {spec.title} on "
+             f"{data.get(cfg.dataset).title if dataset else '…'}, {cfg.epochs} epoch(s) at {cfg.image_size} px"
+             + (", and the same from scratch beside it." if twin else "."))
+    if st.button("Launch", type="primary", key="launch", disabled=problem is not None, width="stretch"):
+        try:
+            runs = [cfg.replace(name="transfer" if twin else "")] + ([twin.replace(name="scratch twin")] if twin else [])
+            group, ids = jobs.launch_group(runs, side_by_side=twin is not None, store=store())
+        except TLabError as e:
+            st.error(str(e))
+        else:
+            st.session_state["live_runs"] = ids
+            st.switch_page("pages/live.py")

@@ -1,0 +1,125 @@
+"""Live: watch runs train. Curves, progress, the per-layer map, stop."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import streamlit as st
+
+from core import charts, jobs
+from core.errors import TLabError
+from ui.common import config_of, label, latest_group, pick_runs, store
+
+ACTIVE = ("queued", "running")
+
+st.title("Live")
+s = store()
+runs = s.runs()
+if runs.empty:
+    st.info("No runs yet: set one up on the Experiment page and press Launch.")
+    st.page_link("pages/experiment.py", label="Go to Experiment", icon="🧪")
+    st.stop()
+
+default = st.session_state.pop("live_runs", None) or latest_group(runs)
+if default and "live_pick" in st.session_state and set(default) - set(st.session_state["live_pick"]):
+    st.session_state["live_pick"] = default  # a fresh launch shows its own runs
+selected = pick_runs(runs, "live_pick", default, help="The latest group (a run and its scratch twin) is preselected.")
+if not selected:
+    st.warning("Pick at least one run to watch.")
+    st.stop()
+by_id = {r["id"]: r for r in runs.to_dict("records")}
+anything_active = bool(runs[runs["id"].isin(selected)]["status"].isin(ACTIVE).any())
+map_run = st.selectbox("Layer map of", selected, format_func=lambda i: label(by_id[i]), key="live_map_run")
+
+
+def _progress(row: dict, steps) -> tuple[float, str]:
+    cfg = config_of(row)
+    spe = row.get("steps_per_epoch") or 0
+    total = spe * cfg["epochs"]
+    done = int(steps["step"].max()) if len(steps) else 0
+    if row["status"] == "finished":
+        return 1.0, f"done: {cfg['epochs']} epoch(s)"
+    if not total:
+        return 0.0, "waiting to start" if row["status"] == "queued" else "loading data and model…"
+    ips = float(steps["images_per_second"].tail(20).mean()) if len(steps) else 0.0
+    rate = ips / max(1, cfg["batch_size"])  # steps per second
+    eta = (total - done) / rate if rate > 0 else float("nan")
+    text = (f"epoch {min(cfg['epochs'], done // spe + 1)}/{cfg['epochs']} · step {done}/{total} · "
+            f"{ips:.0f} images/s" + (f" · ETA {eta:.0f}s" if row["status"] == "running" and eta == eta else ""))
+    return min(1.0, done / total), text
+
+
+@st.fragment(run_every=1.0 if anything_active else None)
+def live_view() -> None:
+    rows = {i: s.run(i) for i in selected}
+    df = runs[runs["id"].isin(selected)].copy()
+    df["status"] = df["id"].map(lambda i: rows[i]["status"])
+    steps = s.metrics(selected, "step")
+    epochs = s.metrics(selected)
+
+    with st.container(key="live_status"):
+        for run_id in selected:
+            row = rows[run_id]
+            run_steps = steps[steps["run_id"] == run_id] if len(steps) else steps
+            frac, text = _progress(row, run_steps)
+            c1, c2, c3 = st.columns([5, 4, 1])
+            icon = {"queued": "⏳", "running": "🏃", "finished": "✅", "failed": "❌", "cancelled": "⏹️", "interrupted": "⚠️"}
+            c1.markdown(f"{icon.get(row['status'], '')} **{label(row)}** — {row['status']}"
+                        + (f": {row['reason']}" if row["reason"] else "")
+                        + (f" · test accuracy **{row['test_accuracy']:.3f}**" if row["test_accuracy"] is not None else ""))
+            c2.progress(frac, text=text)
+            if row["status"] in ACTIVE and c3.button("Stop", key=f"stop_{run_id}"):
+                try:
+                    jobs.cancel(run_id, s)
+                except TLabError as e:
+                    st.warning(str(e))
+
+    st.plotly_chart(charts.curves_grid(epochs, df), width="stretch", key="live_curves", config={"displayModeBar": False})
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(charts.step_loss(steps, df), width="stretch", key="live_steps", config={"displayModeBar": False})
+    c2.plotly_chart(charts.lr_curve(steps, df), width="stretch", key="live_lr", config={"displayModeBar": False})
+
+    st.subheader("Layer map, live")
+    stats = s.layer_stats(map_run)
+    row = rows[map_run]
+    if len(stats):
+        last = int(stats["epoch"].max())
+        st.caption(f"Epoch {last}: how far each layer group moved from where it started (relative weight change) "
+                   "and how strong its gradients were. Frozen groups stay at zero.")
+        st.plotly_chart(charts.layer_stats_map(stats, last), width="stretch", key="live_layer_stats",
+                        config={"displayModeBar": False})
+        if stats["epoch"].nunique() > 1:
+            st.plotly_chart(charts.thaw_timeline(stats), width="stretch", key="live_thaw", config={"displayModeBar": False})
+    elif row.get("plan"):
+        plan = json.loads(row["plan"])
+        groups: dict[str, dict] = {}
+        for m in plan:
+            g = groups.setdefault(m["group"], {"group": m["group"], "params": 0, "frozen": m["frozen"], "lr": m["lr"]})
+            g["params"] += m["params"]
+        st.plotly_chart(charts.layer_map(list(groups.values())), width="stretch", key="live_layer_plan",
+                        config={"displayModeBar": False})
+    else:
+        st.caption("The layer map appears when the run starts.")
+
+    still_active = any(r["status"] in ACTIVE for r in rows.values())
+    if anything_active and not still_active:
+        time.sleep(0.2)
+        st.rerun()  # everything ended: a full rerun stops the timer
+
+
+live_view()
+
+with st.expander("All runs", expanded=False):
+    show = runs.iloc[::-1][["id", "status", "strategy", "backbone", "dataset", "epochs_done", "epochs", "best_val_accuracy", "test_accuracy", "reason"]]
+    st.dataframe(show, hide_index=True, width="stretch")
+    ended = [i for i, r in by_id.items() if r["status"] not in ACTIVE]
+    to_delete = st.multiselect("Delete ended runs", ended, key="delete_pick", format_func=lambda i: label(by_id[i]))
+    if st.button("Delete", key="delete_runs", disabled=not to_delete):
+        for run_id in to_delete:
+            try:
+                s.delete_run(run_id)
+            except TLabError as e:
+                st.error(str(e))
+        st.session_state.pop("delete_pick", None)
+        st.rerun()

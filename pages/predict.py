@@ -1,0 +1,62 @@
+"""Predict: what each trained model says about your image."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import charts, paths, predict
+from core.errors import TLabError
+from ui.common import label, latest_group, pick_runs, store
+
+st.title("Predict")
+st.caption("Upload an image (or take a photo) and see each model's top-5 classes. Images are preprocessed "
+           "exactly as in training: resized on the short side, centre-cropped, normalised.")
+s = store()
+runs = s.runs()
+finished = runs[runs["status"] == "finished"] if not runs.empty else runs
+if finished.empty:
+    st.info("No finished runs yet: train one on the Experiment page.")
+    st.stop()
+selected = pick_runs(finished, "predict_runs", latest_group(finished))
+
+
+@st.cache_resource(show_spinner="Loading model…", max_entries=8)
+def _model(checkpoint: str, mtime: float):
+    return predict.load_run_model(checkpoint)
+
+
+source = st.segmented_control("Image from", ["Upload", "Camera"], default="Upload", key="predict_source")
+with st.container(key="predict_upload"):
+    if source == "Camera":
+        image = st.camera_input("Take a photo", key="predict_camera")
+    else:
+        image = st.file_uploader("Image (PNG, JPEG, WebP, BMP)", type=["png", "jpg", "jpeg", "webp", "bmp"], key="predict_file")
+if not selected:
+    st.warning("Pick at least one finished run.")
+    st.stop()
+if image is None:
+    st.stop()
+
+content = image.getvalue()
+try:
+    preview = predict.load_image(content, 160)  # also proves the file is an image before any model sees it
+except TLabError as e:
+    st.error(str(e))
+    st.stop()
+st.image(preview[0].permute(1, 2, 0).numpy(), caption="your image, centre-cropped as the models see it", width=160)
+with st.container(key="predictions"):
+    cols = st.columns(len(selected))
+    for col, run_id in zip(cols, selected):
+        row = s.run(run_id)
+        ckpt = paths.run_dir(run_id) / "checkpoint.pt"
+        with col:
+            st.markdown(f"**{label(row)}**")
+            try:
+                loaded = _model(str(ckpt), ckpt.stat().st_mtime if ckpt.exists() else 0.0)
+                top = predict.predict(loaded, content, k=5)
+            except TLabError as e:
+                st.error(str(e))
+                continue
+            st.table([{"class": c, "probability": f"{p:.3f}"} for c, p in top])
+            st.plotly_chart(charts.topk_bars(top, title=""), width="stretch", key=f"pred_{run_id}",
+                            config={"displayModeBar": False})

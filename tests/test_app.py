@@ -1,0 +1,175 @@
+"""The dashboard's pages through Streamlit's AppTest: each `run()` is one full
+script run, as a person's click causes. Runs are real (tiny) trainings in a
+real SQLite store."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT
+from core import jobs
+from core.config import RunConfig
+from core.store import Store, _pid_start
+
+TIMEOUT = 120
+
+
+def app() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def page(name: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.switch_page(f"pages/{name}.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def train_group(*cfgs: RunConfig) -> list[str]:
+    """Really train runs, in this process, as one group."""
+    store = Store()
+    group = None
+    ids = []
+    for cfg in cfgs:
+        run_id = store.add_run(cfg.to_json(), cfg.name, group, "running")
+        group = group or run_id
+        store.set_status(run_id, "running", worker_pid=os.getpid(), pid_start=_pid_start(os.getpid()), started=time.time())
+        assert jobs.execute(store, run_id)["status"] == "finished"
+        ids.append(run_id)
+    return ids
+
+
+@pytest.fixture
+def no_workers(monkeypatch):
+    """Launch queues runs but starts no worker: the test inspects the queue."""
+    monkeypatch.setattr(jobs, "ensure_workers", lambda store=None: [])
+
+
+TINY = dict(backbone="mlp", strategy="scratch", image_size=16, epochs=1, device="cpu")
+
+
+def test_experiment_defaults_are_the_offline_demo():
+    at = app()
+    assert at.title[0].value == "Transfer Learning Lab"
+    assert at.selectbox(key="backbone").value == "efficientnet_lite0"
+    assert at.selectbox(key="strategy").value == "full"
+    assert at.selectbox(key="dataset").value == "digits"
+    assert at.checkbox(key="with_scratch").value is True
+    assert not at.button(key="launch").disabled
+    assert metric(at, "Trainable share") == "100.00%"
+    assert len(at.get("plotly_chart")) == 1  # the layer map preview
+
+
+def test_changing_the_strategy_changes_the_plan_preview():
+    at = app()
+    full = metric(at, "Trainable parameters")
+    at.selectbox(key="strategy").set_value("feature_extraction").run()
+    assert metric(at, "Trainable parameters") == f"{1280 * 10 + 10:,}"  # the head alone
+    assert metric(at, "Trainable parameters") != full
+    spec = at.get("plotly_chart")[0].proto.spec
+    assert "stem" in spec and "head" in spec
+    at.selectbox(key="strategy").set_value("partial").run()
+    partial = int(metric(at, "Trainable parameters").replace(",", ""))
+    at.number_input(key="freeze_stages_efficientnet_lite0").set_value(5).run()
+    assert int(metric(at, "Trainable parameters").replace(",", "")) < partial
+
+
+def test_default_launch_queues_a_transfer_run_and_its_scratch_twin_in_one_group(no_workers):
+    at = app()
+    at.button(key="launch").click().run()
+    assert not at.exception, at.exception
+    runs = Store().runs()
+    assert len(runs) == 2 and runs["group_id"].nunique() == 1
+    assert sorted(runs["strategy"]) == ["full", "scratch"]
+    assert set(runs["status"]) == {"queued"}
+    assert Store().queued()[0]["side_by_side"] == 1  # the twin trains beside it
+    assert set(runs["epochs"]) == {3} and {c for c in runs["config"] if '"image_size": 64' in c}
+
+
+def test_impossible_choices_are_explained_and_launch_is_disabled():
+    at = app()
+    at.selectbox(key="backbone").set_value("small_cnn").run()
+    assert any("scratch" in w.value for w in at.warning)
+    assert at.button(key="launch").disabled
+    at.selectbox(key="strategy").set_value("scratch").run()
+    assert at.button(key="launch").disabled is False
+
+
+def test_a_bad_zip_upload_is_an_error_message_not_a_crash():
+    at = app()
+    at.selectbox(key="dataset").set_value("upload a ZIP of class folders").run()
+    assert any("upload" in w.value.lower() or "choose" in w.value.lower() for w in at.warning)
+    at.file_uploader(key="zip_upload").set_value(("classes.zip", b"this is not a zip", "application/zip")).run()
+    assert not at.exception
+    assert any("not a readable ZIP" in e.value for e in at.error)
+    assert at.button(key="launch").disabled
+
+
+def test_live_page_without_runs_says_where_to_start():
+    at = page("live")
+    assert any("No runs yet" in i.value for i in at.info)
+
+
+def test_live_page_shows_status_curves_and_the_layer_map():
+    ids = train_group(RunConfig(**{**TINY, "epochs": 2}, name="a"), RunConfig(**{**TINY, "epochs": 2, "seed": 1}, name="b"))
+    at = page("live")
+    text = " ".join(m.value for m in at.markdown)
+    assert text.count("finished") >= 2
+    assert len(at.get("plotly_chart")) >= 4  # curves, step loss, lr, layer stats
+    assert at.multiselect(key="live_pick").value == ids
+
+
+def test_compare_page_tables_both_runs_with_test_accuracy():
+    ids = train_group(RunConfig(**TINY, name="one"), RunConfig(**{**TINY, "seed": 1}, name="two"))
+    at = page("compare")
+    table = at.table[0].value
+    assert len(table) == 2
+    assert all(0 < float(v) <= 1 for v in table["test accuracy"])
+    assert len(at.get("plotly_chart")) >= 3
+
+
+def _digit_png(index: int) -> tuple[bytes, int]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    img = Image.fromarray(np.round(d.images[index] * 255 / 16).astype(np.uint8)).resize((64, 64), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue(), int(d.target[index])
+
+
+def test_predict_page_gives_top5_per_model():
+    train_group(RunConfig(**{**TINY, "epochs": 3}, name="p1"), RunConfig(**{**TINY, "epochs": 3, "seed": 1}, name="p2"))
+    at = page("predict")
+    png, _ = _digit_png(5)
+    at.file_uploader(key="predict_file").set_value(("digit.png", png, "image/png")).run()
+    assert not at.exception, at.exception
+    tables = at.table
+    assert len(tables) == 2
+    for t in tables:
+        df = t.value
+        assert len(df) == 5 and set(df["class"]) <= {str(i) for i in range(10)}
+        probs = [float(p) for p in df["probability"]]
+        assert probs == sorted(probs, reverse=True) and sum(probs) <= 1.0 + 5 * 0.0005  # shown rounded to 3 places
+
+
+def test_predict_page_rejects_an_unreadable_image():
+    train_group(RunConfig(**TINY))
+    at = page("predict")
+    at.file_uploader(key="predict_file").set_value(("broken.png", b"\x89PNG not really", "image/png")).run()
+    assert not at.exception
+    assert any("could not read" in e.value.lower() for e in at.error)

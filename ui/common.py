@@ -1,0 +1,53 @@
+"""What several pages need: the run store handle, run labels, run pickers."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from core import paths
+from core.store import Store
+
+
+@st.cache_resource(show_spinner=False)
+def _store(path: str) -> Store:
+    return Store(path)
+
+
+def store() -> Store:
+    """One store handle per data folder, shared by sessions (it locks itself).
+    Recovering on each page run marks runs whose process died as interrupted."""
+    s = _store(str(paths.home().resolve() / "tlab.sqlite"))
+    s.recover()
+    return s
+
+
+def label(row) -> str:
+    """'full · efficientnet_lite0 · digits “transfer” (a1b2c3)' for a runs() row or a store.run() row."""
+    row = dict(row)
+    cfg = config_of(row)
+    name = f" “{row['name']}”" if row.get("name") else ""
+    dataset = cfg["dataset"].split("/")[-1] if cfg["dataset"].startswith("folder:") else cfg["dataset"]
+    return f"{cfg['strategy']} · {cfg['backbone']} · {dataset}{name} ({row['id'][-6:]})"
+
+
+def latest_group(runs: pd.DataFrame) -> list[str]:
+    if runs.empty:
+        return []
+    group = runs.sort_values("created").iloc[-1]["group_id"]
+    return runs[runs["group_id"] == group]["id"].tolist()
+
+
+def pick_runs(runs: pd.DataFrame, key: str, default: list[str], help: str = "") -> list[str]:
+    """A multiselect of runs, newest first, labelled for people."""
+    labels = {r["id"]: f"{label(r)} — {r['status']}" for _, r in runs.iloc[::-1].iterrows()}
+    if key in st.session_state:  # drop ids deleted since
+        st.session_state[key] = [i for i in st.session_state[key] if i in labels]
+    return st.multiselect("Runs", list(labels), default=[d for d in default if d in labels] if key not in st.session_state else None,
+                          format_func=labels.get, key=key, help=help)
+
+
+def config_of(row) -> dict:
+    return json.loads(row["config"]) if isinstance(row["config"], str) else row["config"]
