@@ -413,8 +413,16 @@ def _sorted_runs(metrics: pd.DataFrame, runs: pd.DataFrame | None, order_col: st
     return styles, [(rid, grouped[rid]) for rid in styles if rid in grouped]
 
 
-def _accuracy_axis(metric: str) -> dict:
-    return {"range": [0, 1.02], "tickformat": ".0%"} if "accuracy" in metric else {}
+def _accuracy_range(values) -> list[float]:
+    """From a round 10% below the lowest accuracy shown (never below 0) to
+    just above 100%: differences between good runs stay visible."""
+    v = pd.to_numeric(pd.Series(values), errors="coerce").dropna()
+    low = math.floor((v.min() - 0.02) * 10) / 10 if len(v) else 0.0
+    return [max(0.0, min(low, 0.9)), 1.02]
+
+
+def _accuracy_axis(metric: str, values=()) -> dict:
+    return {"range": _accuracy_range(values), "tickformat": ".0%"} if "accuracy" in metric else {}
 
 
 def epoch_curves(metrics: pd.DataFrame, runs: pd.DataFrame, metric: str = "val_accuracy", train: bool = False) -> go.Figure:
@@ -440,7 +448,8 @@ def epoch_curves(metrics: pd.DataFrame, runs: pd.DataFrame, metric: str = "val_a
                 hovertemplate=f"<b>{s.label}</b>{suffix}<br>epoch %{{x}}<br>{_metric_title(key)} %{{y:.4g}}<extra></extra>",
             ))
     fig.update_xaxes(title_text="epoch", tickformat="d", dtick=_epoch_dtick(metrics))
-    fig.update_yaxes(title_text=_metric_title(metric), **_accuracy_axis(metric))
+    shown = pd.concat([metrics[k] for k in (metric, partner) if k is not None and k in metrics])
+    fig.update_yaxes(title_text=_metric_title(metric), **_accuracy_axis(metric, shown))
     subtitle = "dashed: training" if partner else None
     return _style(fig, title, subtitle, legend_labels=[styles[rid].label for rid, _ in series])
 
@@ -478,10 +487,11 @@ def curves_grid(metrics: pd.DataFrame, runs: pd.DataFrame) -> go.Figure:
     dtick = _epoch_dtick(metrics)
     fig.update_xaxes(tickformat="d", dtick=dtick)
     fig.update_xaxes(title_text="epoch", row=2)
+    acc = pd.concat([metrics[c] for c in ("train_accuracy", "val_accuracy") if c in metrics])
     for row, col in ((2, 1), (2, 2)):
-        fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=row, col=col)
+        fig.update_yaxes(range=_accuracy_range(acc), tickformat=".0%", row=row, col=col)
     fig.update_annotations(font_size=12)
-    return _style(fig, title, height=380, legend_labels=[styles[rid].label for rid, _ in series], panel_titles=True)
+    return _style(fig, title, height=480, legend_labels=[styles[rid].label for rid, _ in series], panel_titles=True)
 
 
 def accuracy_vs_time(metrics: pd.DataFrame, runs: pd.DataFrame) -> go.Figure:
@@ -503,7 +513,7 @@ def accuracy_vs_time(metrics: pd.DataFrame, runs: pd.DataFrame) -> go.Figure:
                           "validation accuracy %{y:.2%}<extra></extra>",
         ))
     fig.update_xaxes(title_text="training time (s)", rangemode="tozero")
-    fig.update_yaxes(title_text="validation accuracy", range=[0, 1.02], tickformat=".0%")
+    fig.update_yaxes(title_text="validation accuracy", range=_accuracy_range(metrics["val_accuracy"]), tickformat=".0%")
     return _style(fig, title, legend_labels=[styles[rid].label for rid, _ in series])
 
 

@@ -21,10 +21,10 @@ if runs.empty:
     st.page_link("pages/experiment.py", label="Go to Experiment", icon="🧪")
     st.stop()
 
-default = st.session_state.pop("live_runs", None) or latest_group(runs)
-if default and "live_pick" in st.session_state and set(default) - set(st.session_state["live_pick"]):
-    st.session_state["live_pick"] = default  # a fresh launch shows its own runs
-selected = pick_runs(runs, "live_pick", default, help="The latest group (a run and its scratch twin) is preselected.")
+launched = st.session_state.pop("live_runs", None)
+if launched:
+    st.session_state["live_pick"] = launched  # a fresh launch shows its own runs
+selected = pick_runs(runs, "live_pick", latest_group(runs), help="The latest group (a run and its scratch twin) is preselected.")
 if not selected:
     st.warning("Pick at least one run to watch.")
     st.stop()

@@ -208,7 +208,8 @@ def test_epoch_curves_one_line_per_run_coloured_by_strategy(metrics, runs):
     assert [line_color(t) for t in fig.data] == [charts.strategy_color(s) for s in ("full", "scratch", "feature_extraction")]
     assert line_color(fig.data[0]) != line_color(fig.data[1])  # transfer vs scratch
     assert list(fig.data[0].y) == [0.70, 0.86, 0.93] and list(fig.data[0].x) == [1, 2, 3]
-    assert list(fig.layout.yaxis.range) == [0, 1.02]
+    low, high = fig.layout.yaxis.range  # a round 10% below the lowest accuracy, up to 100%
+    assert high == 1.02 and low <= min(min(t.y) for t in fig.data) and low == round(low, 1)
     assert fig.layout.legend.orientation == "h" and fig.layout.legend.yref == "container"  # legend on top
     assert fig.layout.legend.y > 0.8 and fig.layout.margin.t > 40
     with_train = charts.epoch_curves(metrics, runs, train=True)
@@ -227,8 +228,10 @@ def test_curves_grid_has_four_panels_and_one_legend_entry_per_run(metrics, runs)
                                                         "validation accuracy"]
     assert sum(t.showlegend is not False for t in fig.data) == 3
     assert {t.line.dash for t in fig.data if "train" in t.hovertemplate} == {"dash"}
-    assert list(fig.layout.yaxis3.range) == [0, 1.02] and list(fig.layout.yaxis4.range) == [0, 1.02]
-    compact(fig)
+    lowest = min(min(t.y) for t in fig.data if "accuracy" in t.hovertemplate)
+    for axis in (fig.layout.yaxis3, fig.layout.yaxis4):
+        assert axis.range[1] == 1.02 and axis.range[0] <= lowest
+    compact(fig, top=500)  # four panels: taller, still one laptop screen
 
 
 def test_runs_sharing_a_label_or_colour_stay_distinguishable(metrics):
