@@ -1,12 +1,13 @@
 # Two commands set everything up on a fresh machine:
 #   make run   - create .venv if missing, install, start the app
-#   make test  - create .venv if missing, install runtime + test deps, run every test
+#   make test  - create .venv if missing, install runtime + test deps and Debian's chromium
+#                (for the browser test in tests/e2e), run every test
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: run test bench install install-test clean-venv
+.PHONY: run test test-e2e bench install install-test install-browser clean-venv
 
 $(PY):
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ is needed"'
@@ -22,15 +23,33 @@ $(VENV)/.test: requirements-test.txt $(VENV)/.runtime
 	$(PIP) install -r requirements-test.txt
 	touch $@
 
+# The browser test drives Debian's chromium with Playwright (never `playwright install`:
+# no download hosts here). The target is the binary itself, so apt runs only when it is
+# missing; sudo only when not root and sudo exists. The emoji font is only for legible
+# screenshots (the page icons and run states are emoji; without it they draw as boxes).
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && echo sudo)
+
+$(CHROMIUM):
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-noto-color-emoji
+	$(CHROMIUM) --version
+
 install: $(VENV)/.runtime
 
 install-test: $(VENV)/.test
 
+install-browser: $(CHROMIUM)
+
 run: install
 	$(PY) -m streamlit run app.py
 
-test: install-test
-	$(PY) -m pytest
+test: install-test install-browser
+	TLAB_E2E_CHROMIUM=$(CHROMIUM) $(PY) -m pytest
+
+# The browser journey alone (starts the app, trains for real: a few minutes).
+test-e2e: install-test install-browser
+	TLAB_E2E_CHROMIUM=$(CHROMIUM) $(PY) -m pytest tests/e2e -s
 
 clean-venv:
 	rm -rf $(VENV)

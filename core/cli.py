@@ -260,6 +260,8 @@ def cmd_resume(args) -> int:
 def cmd_worker(args) -> int:
     from core import jobs
 
+    logging.getLogger("core").setLevel(logging.INFO)  # worker.log tells which runs it took and how they ended
+
     return jobs.worker_main()
 
 

@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-NONET = Path(__file__).resolve().parent / "nonet"
 
 
 @pytest.fixture(autouse=True)
@@ -35,14 +28,6 @@ def isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("TLAB_HOME", str(home))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     return home
-
-
-def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python -m core ARGS` in a subprocess with the network blocked."""
-    full_env = {**os.environ, **(env or {})}
-    full_env["PYTHONPATH"] = os.pathsep.join([str(NONET), str(ROOT)])
-    return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
+from helpers import ROOT
 from core import jobs
 from core.config import RunConfig
 from core.store import Store, _pid_start

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 def test_plan_for_feature_extraction_shows_only_the_head_trainable():

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import NONET, ROOT, run_cli
+from helpers import NONET, ROOT, run_cli
 from core import jobs
 from core.config import RunConfig
 from core.store import Store

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 from core import engine, jobs, store as store_mod
 from core.config import RunConfig
 from core.store import Store, StoreError, StoreListener

@@ -1,0 +1,20 @@
+"""Helpers the test modules import (`from helpers import ...`): a module of its
+own, since two conftest.py files (tests/ and tests/e2e/) share one module name."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NONET = Path(__file__).resolve().parent / "nonet"
+
+
+def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m core ARGS` in a subprocess with the network blocked."""
+    full_env = {**os.environ, **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join([str(NONET), str(ROOT)])
+    return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
