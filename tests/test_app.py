@@ -5,6 +5,7 @@ real SQLite store."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import time
 
@@ -173,3 +174,62 @@ def test_predict_page_rejects_an_unreadable_image():
     at.file_uploader(key="predict_file").set_value(("broken.png", b"\x89PNG not really", "image/png")).run()
     assert not at.exception
     assert any("could not read" in e.value.lower() for e in at.error)
+
+
+def _zip_of_classes() -> bytes:
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, colour in (("cats", (200, 60, 40)), ("dogs", (40, 70, 200))):
+            for i in range(5):
+                img = io.BytesIO()
+                Image.new("RGB", (40, 30), colour).save(img, format="PNG")
+                z.writestr(f"pets/{name}/{i}.png", img.getvalue())
+    return buf.getvalue()
+
+
+def test_a_zip_of_class_folders_shows_a_preview_and_can_be_launched(no_workers, isolated_home):
+    at = app()
+    at.selectbox(key="dataset").set_value("upload a ZIP of class folders").run()
+    at.file_uploader(key="zip_upload").set_value(("pets.zip", _zip_of_classes(), "application/zip")).run()
+    assert not at.exception and not at.error
+    assert any("10 images in 2 classes" in m.value for m in at.markdown)
+    counts = at.table[0].value
+    assert list(counts["class"]) == ["cats", "dogs"] and list(counts["images"]) == [5, 5]
+    thumbs = at.get("image")
+    assert [img.captions for img in thumbs] == [["cats"] * 5, ["dogs"] * 5]  # a row of thumbnails per class
+    at.button(key="launch").click().run()
+    runs = Store().runs()
+    assert len(runs) == 2 and all(d.startswith("folder:") for d in runs["dataset"])
+    assert all(str(isolated_home) in d for d in runs["dataset"])  # the upload is kept in the data folder
+
+
+def test_weights_upload_for_a_backbone_without_cached_weights(no_workers, tmp_path):
+    import torch
+
+    from core import backbones
+
+    at = app()
+    at.selectbox(key="backbone").set_value("resnet18").run()
+    assert any("resnet18-f37072fd.pth" in i.value for i in at.info)
+    at.file_uploader(key="weights_upload").set_value(("junk.pt", b"not weights at all", "application/octet-stream")).run()
+    assert not at.exception
+    assert any("Could not read weights file" in e.value for e in at.error)
+    state = backbones.build(backbones.get("resnet18"), 1000, 64).state_dict()
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    at.file_uploader(key="weights_upload").set_value(("mine.pt", buf.getvalue(), "application/octet-stream")).run()
+    assert any("fits ResNet-18" in s.value for s in at.success)
+    at.button(key="launch").click().run()
+    cfg = json.loads(Store().runs().query("strategy == 'full'")["config"].iloc[0])
+    assert cfg["weights"] and cfg["weights"].endswith("mine.pt")
+
+
+def test_ended_runs_can_be_deleted_from_the_runs_list():
+    keep, gone = train_group(RunConfig(**TINY, name="keep"), RunConfig(**{**TINY, "seed": 1}, name="gone"))
+    at = page("live")
+    at.multiselect(key="delete_pick").set_value([gone]).run()
+    at.button(key="delete_runs").click().run()
+    assert not at.exception
+    assert list(Store().runs()["id"]) == [keep]
