@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def measure(cfg_kwargs: dict) -> dict:
-    from core import engine, jobs
+    from core import engine
     from core.config import RunConfig
     from core.store import Store, StoreListener
 

@@ -139,6 +139,7 @@ def test_compare_page_tables_both_runs_with_test_accuracy():
     at = page("compare")
     table = at.table[0].value
     assert len(table) == 2
+    assert [any(i[-6:] in r for r in table["run"]) for i in ids] == [True, True]
     assert all(0 < float(v) <= 1 for v in table["test accuracy"])
     assert len(at.get("plotly_chart")) >= 3
 
