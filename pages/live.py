@@ -12,6 +12,7 @@ from core.errors import TLabError
 from ui.common import config_of, label, latest_group, pick_runs, store
 
 ACTIVE = ("queued", "running")
+REFRESH_SECONDS = 2.0  # live enough; each refresh redraws six charts, which on 2 cores competes with training
 
 st.title("Live")
 s = store()
@@ -50,7 +51,7 @@ def _progress(row: dict, steps) -> tuple[float, str]:
     return min(1.0, done / total), text
 
 
-@st.fragment(run_every=1.0 if anything_active else None)
+@st.fragment(run_every=REFRESH_SECONDS if anything_active else None)
 def live_view() -> None:
     rows = {i: s.run(i) for i in selected}
     df = runs[runs["id"].isin(selected)].copy()
