@@ -34,6 +34,13 @@ class RunConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     name: str = ""
+    # A fixed number of optimisation steps (batches drawn with replacement),
+    # spread over `epochs`: the same budget however many labels there are.
+    steps: int | None = None
+    # Knowledge distillation from a finished run (its id): alpha * T^2 * KL + (1 - alpha) * CE.
+    teacher: str | None = None
+    temperature: float = 4.0
+    alpha: float = 0.9
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -91,6 +98,12 @@ def validate(cfg: RunConfig) -> RunConfig:
         0 < cfg.val_fraction < 0.5 and 0 < cfg.test_fraction < 0.5,
         "validation and test fractions must each be between 0 and 0.5.",
     )
+    if cfg.steps is not None:
+        _check(isinstance(cfg.steps, int) and 1 <= cfg.steps <= 10_000_000, f"steps must be a whole number of at least 1 (got {cfg.steps}).")
+    _check(isinstance(cfg.temperature, (int, float)) and math.isfinite(cfg.temperature) and 0 < cfg.temperature <= 100,
+           f"distillation temperature must be in (0, 100] (got {cfg.temperature}); 4 is usual.")
+    _check(isinstance(cfg.alpha, (int, float)) and 0 <= cfg.alpha <= 1,
+           f"distillation alpha must be between 0 and 1 (got {cfg.alpha}); 0.9 weighs the teacher's soft targets most.")
     if cfg.dataset.startswith(data.FOLDER_PREFIX):
         from pathlib import Path
 

@@ -446,14 +446,21 @@ def load(name: str, image_size: int, seed: int = 0, labels_per_class: int | None
 # --- batch transforms (on the training device) ---------------------------------
 
 
-def to_input(x: torch.Tensor, mean: tuple, std: tuple) -> torch.Tensor:
-    """uint8 (B, C, S, S) on any device -> normalised float (B, 3, S, S)."""
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, C, S, S) -> float in [0, 1], (B, 3, S, S)."""
     x = x.float().div_(255.0)
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
+def normalise(x: torch.Tensor, mean: tuple, std: tuple) -> torch.Tensor:
     m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
     s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
     return (x - m) / s
+
+
+def to_input(x: torch.Tensor, mean: tuple, std: tuple) -> torch.Tensor:
+    """uint8 (B, C, S, S) on any device -> normalised float (B, 3, S, S)."""
+    return normalise(to_unit(x), mean, std)
 
 
 def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -495,10 +502,4 @@ def batch_input(x: torch.Tensor, mean: tuple, std: tuple, g: torch.Generator | N
     """uint8 batch -> model input; augmented when a generator is given."""
     if g is None:
         return to_input(x, mean, std)
-    xf = x.float().div_(255.0)
-    if xf.shape[1] == 1:
-        xf = xf.expand(-1, 3, -1, -1)
-    xf = augment(xf, g)
-    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
-    return (xf - m) / s
+    return normalise(augment(to_unit(x), g), mean, std)

@@ -202,6 +202,10 @@ class Trainer:
         x = data.batch_input(x.to(self.device, non_blocking=True), self.spec.mean, self.spec.std, g)
         return x.contiguous(memory_format=torch.channels_last) if self.cuda else x
 
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        x = data.normalise(x, self.spec.mean, self.spec.std)
+        return x.contiguous(memory_format=torch.channels_last) if self.cuda else x
+
     @torch.inference_mode()
     def evaluate(self, model: nn.Module, split: data.Split, features: bool = False) -> tuple[float, float]:
         """(mean loss, accuracy) over a split; `features` when split.x holds cached features."""
@@ -284,9 +288,25 @@ class Trainer:
             fwd = model
 
         n_train = len(train_y)
-        bs = min(cfg.batch_size, n_train)
-        steps_per_epoch = max(1, n_train // bs)  # drop the ragged last batch: BatchNorm needs > 1 sample
+        if cfg.steps:  # a fixed budget of steps, batches drawn with replacement
+            bs = cfg.batch_size
+            steps_per_epoch = math.ceil(cfg.steps / cfg.epochs)
+        else:
+            bs = min(cfg.batch_size, n_train)
+            steps_per_epoch = max(1, n_train // bs)  # drop the ragged last batch: BatchNorm needs > 1 sample
         total_steps = steps_per_epoch * cfg.epochs
+
+        teacher, soft_targets = None, None
+        if cfg.teacher:
+            from core import distill
+
+            teacher = distill.load_teacher(cfg.teacher)
+            distill.check_teacher(teacher, bundle.class_names)
+            teacher.model.to(self.device)
+            if not cfg.augment:
+                soft_targets = distill.teacher_logits(teacher, bundle.train.x)
+                self.emit(Note(f"distilling from run {cfg.teacher} ({teacher.spec.title}): its logits for "
+                               f"{len(soft_targets)} training images computed once, T={cfg.temperature:g}, alpha={cfg.alpha:g}"))
         self.emit(RunStart(self.run_id, cfg, str(self.device), tuple(bundle.class_names),
                            {"train": len(bundle.train), "val": len(bundle.val), "test": len(bundle.test),
                             "skipped": bundle.skipped},
@@ -316,7 +336,11 @@ class Trainer:
                     strategies.set_train_mode(spec, model, plan)
                 if aug_gen is not None:  # resumable: the augmentation stream depends only on seed and epoch
                     aug_gen.manual_seed(cfg.seed * 1_000_003 + epoch)
-                order = torch.randperm(n_train, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+                epoch_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+                if cfg.steps:
+                    order = torch.randint(n_train, (steps_per_epoch * bs,), generator=epoch_gen)
+                else:
+                    order = torch.randperm(n_train, generator=epoch_gen)
                 order = order.to(self.device)
                 grad_sq = {g: torch.zeros((), device=self.device) for g in groups}
                 loss_sum = torch.zeros((), device=self.device)
@@ -331,13 +355,27 @@ class Trainer:
                         raise Cancelled()
                     idx = order[i * bs : (i + 1) * bs]
                     yb = train_y[idx]
-                    xb = train_x[idx] if use_cache else self._prep(train_x[idx], aug_gen)
+                    t_logits = None
+                    if use_cache:
+                        xb = train_x[idx]
+                    elif teacher is not None and soft_targets is None:  # augmented: the teacher sees the same crop
+                        xa = data.augment(data.to_unit(train_x[idx].to(self.device)), aug_gen)
+                        xb = self._normalise(xa)
+                        with torch.inference_mode():
+                            t_logits = teacher.model(distill.teacher_input(xa, teacher)).float()
+                    else:
+                        xb = self._prep(train_x[idx], aug_gen)
+                    if soft_targets is not None:
+                        t_logits = soft_targets[idx]
                     factor = lr_factor(step, total_steps)
                     for pg in optimizer.param_groups:
                         pg["lr"] = pg["initial_lr"] * factor
                     with self._autocast():
                         logits = fwd(xb).float()
-                    loss = F.cross_entropy(logits, yb)
+                    if t_logits is not None:
+                        loss = distill.kd_loss(logits, t_logits.clone(), yb, cfg.temperature, cfg.alpha)
+                    else:
+                        loss = F.cross_entropy(logits, yb)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     for g, ps in groups.items():

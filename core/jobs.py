@@ -41,24 +41,26 @@ def _cores() -> int:
 
 
 def launch(cfg: RunConfig, store: Store | None = None, group_id: str | None = None,
-           side_by_side: bool = False, start_worker: bool = True) -> str:
+           side_by_side: bool = False, start_worker: bool = True, kind: str = "") -> str:
     """Queue one run; returns its id at once."""
     validate(cfg)
     store = store or Store()
-    run_id = store.add_run(cfg.to_json(), cfg.name, group_id, "queued", side_by_side=side_by_side)
+    run_id = store.add_run(cfg.to_json(), cfg.name, group_id, "queued", side_by_side=side_by_side, kind=kind)
     if start_worker:
         ensure_workers(store)
     return run_id
 
 
-def launch_group(cfgs: Sequence[RunConfig], side_by_side: bool = False, store: Store | None = None) -> tuple[str, list[str]]:
-    """Queue several runs under one group id (transfer vs scratch, races, sweeps).
-    All configs are validated before any is queued."""
+def launch_group(cfgs: Sequence[RunConfig], side_by_side: bool = False, store: Store | None = None,
+                 kind: str = "") -> tuple[str, list[str]]:
+    """Queue several runs under one group id (transfer vs scratch, races, sweeps);
+    `kind` says which question the group answers. All configs are validated
+    before any is queued."""
     for cfg in cfgs:
         validate(cfg)
     store = store or Store()
     group_id = new_group_id()
-    ids = [launch(c, store, group_id, side_by_side, start_worker=False) for c in cfgs]
+    ids = [launch(c, store, group_id, side_by_side, start_worker=False, kind=kind) for c in cfgs]
     ensure_workers(store)
     return group_id, ids
 

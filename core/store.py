@@ -104,6 +104,10 @@ MIGRATIONS: list[str] = [
         heartbeat REAL
     );
     """,
+    # 2: what question a group of runs answers (race, sweep, distill), for the Compare page
+    """
+    ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT ''
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -243,13 +247,14 @@ class Store:
     # --- runs ---------------------------------------------------------------
 
     def add_run(self, config_json: str, name: str = "", group_id: str | None = None, status: str = "queued",
-                run_id: str | None = None, side_by_side: bool = False) -> str:
+                run_id: str | None = None, side_by_side: bool = False, kind: str = "") -> str:
         from core.engine import new_run_id
 
         run_id = run_id or new_run_id()
         with self.tx() as c:
-            c.execute("INSERT INTO runs (id, group_id, name, config, status, created, side_by_side) VALUES (?,?,?,?,?,?,?)",
-                      (run_id, group_id or run_id, name, config_json, status, time.time(), int(side_by_side)))
+            c.execute("INSERT INTO runs (id, group_id, name, config, status, created, side_by_side, kind) "
+                      "VALUES (?,?,?,?,?,?,?,?)",
+                      (run_id, group_id or run_id, name, config_json, status, time.time(), int(side_by_side), kind))
         return run_id
 
     def run(self, run_id: str) -> dict:
@@ -378,18 +383,22 @@ class Store:
     def runs(self, group_id: str | None = None):
         import pandas as pd
 
-        sql = ("SELECT id, group_id, name, status, reason, device, created, started, ended, epochs_done, "
-               "best_val_accuracy, val_accuracy, test_accuracy, config FROM runs")
+        sql = ("SELECT id, group_id, kind, name, status, reason, device, created, started, ended, epochs_done, "
+               "best_val_accuracy, val_accuracy, test_accuracy, result, config FROM runs")
         args: tuple = ()
         if group_id:
             sql += " WHERE group_id = ?"
             args = (group_id,)
         df = pd.DataFrame([dict(r) for r in self.query(sql + " ORDER BY created, id", args)],
-                          columns=["id", "group_id", "name", "status", "reason", "device", "created", "started",
-                                   "ended", "epochs_done", "best_val_accuracy", "val_accuracy", "test_accuracy", "config"])
-        for key in ("backbone", "strategy", "dataset", "epochs"):
+                          columns=["id", "group_id", "kind", "name", "status", "reason", "device", "created", "started",
+                                   "ended", "epochs_done", "best_val_accuracy", "val_accuracy", "test_accuracy",
+                                   "result", "config"])
+        for key in ("backbone", "strategy", "dataset", "epochs", "labels_per_class", "seed", "teacher"):
             df[key] = [json.loads(c).get(key) for c in df["config"]]
-        return df
+        results = [json.loads(r) if isinstance(r, str) and r else {} for r in df["result"]]
+        df["trainable_params"] = [r.get("trainable_params") for r in results]
+        df["seconds"] = [r.get("seconds") for r in results]
+        return df.drop(columns=["result"])
 
     def metrics(self, run_ids: Iterable[str], kind: str = "epoch"):
         """Epoch (or step) metrics of several runs, long format with a run_id column."""

@@ -112,14 +112,7 @@ class LayerPlan:
 
     def group_table(self) -> list[dict]:
         """One row per layer group, in forward order."""
-        rows = {g: {"group": g, "params": 0, "frozen": None, "lr": 0.0, "modules": 0} for g in self.groups}
-        for e in self.entries:
-            r = rows[e.group]
-            r["params"] += e.params
-            r["modules"] += 1
-            r["frozen"] = e.frozen
-            r["lr"] = 0.0 if e.frozen else e.lr
-        return list(rows.values())
+        return group_rows(self.rows(), self.groups)
 
     def frozen_groups(self) -> set[str]:
         return {r["group"] for r in self.group_table() if r["frozen"]}
@@ -136,6 +129,20 @@ class LayerPlan:
             "trainable_params": self.trainable_params,
             "frozen_params": self.frozen_params,
         }
+
+
+def group_rows(module_rows: list[dict], groups: tuple[str, ...] | None = None) -> list[dict]:
+    """Per-group totals (group, params, frozen, lr, modules) from module rows,
+    as `LayerPlan.rows()` gives them and the run store keeps them."""
+    order = groups or tuple(dict.fromkeys(r["group"] for r in module_rows))
+    rows = {g: {"group": g, "params": 0, "frozen": None, "lr": 0.0, "modules": 0} for g in order}
+    for e in module_rows:
+        r = rows[e["group"]]
+        r["params"] += e["params"]
+        r["modules"] += 1
+        r["frozen"] = e["frozen"]
+        r["lr"] = 0.0 if e["frozen"] else e["lr"]
+    return list(rows.values())
 
 
 def make_plan(spec: BackboneSpec, model: nn.Module, cfg: RunConfig, epoch: int = 0) -> LayerPlan:

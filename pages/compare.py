@@ -6,7 +6,8 @@ import json
 
 import streamlit as st
 
-from core import charts
+from core import charts, distill, experiments, strategies
+from core.errors import TLabError
 from ui.common import config_of, label, latest_group, pick_runs, store
 
 st.title("Compare")
@@ -23,12 +24,58 @@ if not selected:
     st.stop()
 df = runs[runs["id"].isin(selected)].copy()
 epochs = s.metrics(selected)
+kind = df["kind"].iloc[0] if df["group_id"].nunique() == 1 and df["kind"].nunique() == 1 else ""
+
+if kind == experiments.SWEEP:
+    st.subheader("Sample efficiency: test accuracy vs labels per class")
+    st.caption("Every point trained for the same number of steps; mean and spread over seeds. Where the lines "
+               "meet, pretrained features stop paying.")
+    summary = experiments.summarise_sweep(df)
+    st.plotly_chart(charts.labels_curve(summary), width="stretch", key="cmp_labels", config={"displayModeBar": False})
+    with st.container(key="compare_sweep"):
+        st.table([{"strategy": r["strategy"], "labels per class": r["labels_per_class"], "mean": f"{r['mean']:.4f}",
+                   "std": f"{r['std']:.4f}", "n": r["n"]} for r in summary.to_dict("records")])
+    st.stop()
+
+if kind == experiments.DISTILL:
+    @st.cache_data(show_spinner="Measuring size and CPU latency…", max_entries=64)
+    def _profile(run_id: str, test_accuracy: float | None) -> dict:
+        return distill.profile(run_id, test_accuracy)
+
+    def _is_kd(r: dict) -> bool:
+        return isinstance(r["teacher"], str) and bool(r["teacher"])  # pandas gives NaN, not None, for "no teacher"
+
+    kd_rows = [r for r in df.to_dict("records") if _is_kd(r)]
+    teacher_id = kd_rows[0]["teacher"] if kd_rows else None
+    roles = []
+    try:
+        if teacher_id:
+            t = s.run(teacher_id)
+            roles.append(("teacher", t))
+        for r in df.to_dict("records"):
+            roles.append(("student_kd" if _is_kd(r) else "student", s.run(r["id"])))
+        rows = [{"role": role, "label": label(row), "strategy": config_of(row)["strategy"],
+                 **_profile(row["id"], row["test_accuracy"])} for role, row in roles if row["status"] == "finished"]
+    except TLabError as e:
+        st.error(str(e))
+        rows = []
+    st.subheader("Teacher vs student with KD vs student alone")
+    st.plotly_chart(charts.distill_comparison(rows), width="stretch", key="cmp_distill", config={"displayModeBar": False})
+    with st.container(key="compare_distill"):
+        st.table([{"role": charts.ROLE_NAMES[r["role"]], "run": r["label"],
+                   "test accuracy": f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "-",
+                   "parameters": f"{r['params']:,}", "size (MB)": f"{r['model_mb']:.2f}",
+                   "CPU latency (ms/image)": f"{r['latency_ms']:.2f}"} for r in rows])
 
 c1, c2 = st.columns(2)
 c1.plotly_chart(charts.epoch_curves(epochs, df, "val_accuracy"), width="stretch", key="cmp_curves",
                 config={"displayModeBar": False})
 c2.plotly_chart(charts.test_accuracy_bars(df), width="stretch", key="cmp_bars", config={"displayModeBar": False})
 st.plotly_chart(charts.accuracy_vs_time(epochs, df), width="stretch", key="cmp_time", config={"displayModeBar": False})
+if kind == experiments.RACE:
+    st.plotly_chart(charts.accuracy_vs_params(df), width="stretch", key="cmp_params", config={"displayModeBar": False})
+    plans = [(r["strategy"], strategies.group_rows(json.loads(s.run(r["id"])["plan"] or "[]"))) for r in df.to_dict("records")]
+    st.plotly_chart(charts.layer_maps_side_by_side(plans), width="stretch", key="cmp_maps", config={"displayModeBar": False})
 
 rows = []
 for _, r in df.iterrows():

@@ -6,13 +6,14 @@ import numpy as np
 import streamlit as st
 import torch
 
-from core import backbones, charts, data, jobs, paths, strategies, weights
+from core import backbones, charts, data, experiments, jobs, paths, strategies, weights
 from core.config import RunConfig, validate
 from core.errors import TLabError
-from ui.common import store
+from ui.common import label, store
 
 DEFAULTS = RunConfig()  # the offline demo: Lite0 (bundled ImageNet weights), full fine-tuning, digits, 64 px, 3 epochs
 UPLOAD, FOLDER = "upload a ZIP of class folders", "a folder on this machine"
+SINGLE, RACE, SWEEP, DISTILL = "Single run", "Strategy race", "Labels-per-class sweep", "Knowledge distillation"
 
 st.title("Transfer Learning Lab")
 st.caption(
@@ -144,24 +145,79 @@ with right:
                     for e in [0, *strategies.change_epochs(cfg, cfg.epochs)]]
             st.caption("Trainable parameters as groups thaw — " + "; ".join(thaw))
 
-    problem = None
+    st.subheader("What to run")
+    mode = st.radio("Experiment", [SINGLE, RACE, SWEEP, DISTILL], key="mode", horizontal=True,
+                    help="One run (with its scratch twin), a race of strategies, a labels-per-class sweep, "
+                         "or a student distilled from a finished teacher run.")
+    runs_to_launch: list[RunConfig] = []
+    kind, side_by_side, problem = "", False, None
     if dataset is None:
         problem = "Choose your images first: upload a ZIP of class folders, or give a folder path."
-    else:
+    if mode == SINGLE:
+        twin = cfg.replace(strategy="scratch", weights=None, lr=None) if with_scratch and strategy != "scratch" else None
+        runs_to_launch = [cfg.replace(name="transfer" if twin else "")] + ([twin.replace(name="scratch twin")] if twin else [])
+        side_by_side = twin is not None
+        summary = (f"{strategies.get(strategy).title} of {spec.title}, {cfg.epochs} epoch(s) at {cfg.image_size} px"
+                   + (", and the same from scratch beside it." if twin else "."))
+    elif mode == RACE:
+        kind = experiments.RACE
+        picked = st.multiselect("Strategies in the race", strat_names, default=["feature_extraction", "full", "scratch"],
+                                format_func=lambda n: strategies.get(n).title, key="race_strategies")
+        summary = f"{len(picked)} strategies on {spec.title}, same data, budget and seed, one after the other."
         try:
-            validate(cfg)
+            runs_to_launch = experiments.race_configs(cfg, picked)
+        except TLabError as e:
+            problem = problem or str(e)
+    elif mode == SWEEP:
+        kind = experiments.SWEEP
+        picked = st.multiselect("Strategies", strat_names, default=[strategy, "scratch"] if strategy != "scratch" else ["full", "scratch"],
+                                format_func=lambda n: strategies.get(n).title, key="sweep_strategies")
+        labels_pick = st.multiselect("Labels per class", ["1", "5", "10", "25", "50", "all"], default=["1", "5", "10", "all"],
+                                     key="sweep_labels")
+        c1, c2 = st.columns(2)
+        seeds = c1.number_input("Seeds per point", 1, 10, 2, key="sweep_seeds")
+        steps = c2.number_input("Steps per run", 1, 100000, 60, key="sweep_steps",
+                                help="Every point gets the same number of optimisation steps (batches drawn with replacement).")
+        try:
+            labels_list = experiments.parse_labels(",".join(labels_pick))
+            runs_to_launch = experiments.sweep_configs(cfg, picked, labels_list, int(seeds), int(steps))
+        except TLabError as e:
+            problem = problem or str(e)
+        summary = f"{len(runs_to_launch)} runs of {int(steps)} steps each: test accuracy against labels per class."
+    else:
+        kind = experiments.DISTILL
+        all_runs = store().runs()
+        finished = all_runs[all_runs["status"] == "finished"] if not all_runs.empty else all_runs
+        summary = "a student learning from the teacher's soft targets, and the same student alone."
+        if finished.empty:
+            problem = problem or "Knowledge distillation needs a finished teacher run: train one first."
+        else:
+            by_id = {r["id"]: r for r in finished.to_dict("records")}
+            teacher_id = st.selectbox("Teacher (a finished run)", list(by_id)[::-1], key="kd_teacher",
+                                      format_func=lambda i: f"{label(by_id[i])} — test {by_id[i]['test_accuracy']:.3f}")
+            c1, c2, c3 = st.columns(3)
+            student = c1.selectbox("Student", bb_names, index=bb_names.index("small_cnn"), key="kd_student",
+                                   format_func=lambda n: backbones.get(n).title)
+            temperature = c2.number_input("Temperature T", 0.1, 100.0, 4.0, key="kd_temperature")
+            alpha = c3.number_input("alpha (soft-target weight)", 0.0, 1.0, 0.9, key="kd_alpha")
+            try:
+                runs_to_launch = experiments.distill_configs(store().run(teacher_id), student, float(temperature),
+                                                             float(alpha))
+            except TLabError as e:
+                problem = problem or str(e)
+            st.caption("The student trains on the teacher's dataset, split and budget.")
+    if problem is None:
+        try:
+            for c in runs_to_launch or [cfg]:
+                validate(c)
         except TLabError as e:
             problem = str(e)
     if problem:
         st.warning(problem)
-    twin = cfg.replace(strategy="scratch", weights=None, lr=None) if with_scratch and strategy != "scratch" else None
-    st.write(f"**Will train:** {strategies.get(strategy).title} of {spec.title} on "
-             f"{data.get(cfg.dataset).title if dataset else '…'}, {cfg.epochs} epoch(s) at {cfg.image_size} px"
-             + (", and the same from scratch beside it." if twin else "."))
+    st.write(f"**Will train:** {summary}")
     if st.button("Launch", type="primary", key="launch", disabled=problem is not None, width="stretch"):
         try:
-            runs = [cfg.replace(name="transfer" if twin else "")] + ([twin.replace(name="scratch twin")] if twin else [])
-            group, ids = jobs.launch_group(runs, side_by_side=twin is not None, store=store())
+            group, ids = jobs.launch_group(runs_to_launch, side_by_side=side_by_side, store=store(), kind=kind)
         except TLabError as e:
             st.error(str(e))
         else:

@@ -7,7 +7,7 @@ import time
 
 import streamlit as st
 
-from core import charts, jobs
+from core import charts, jobs, strategies
 from core.errors import TLabError
 from ui.common import config_of, label, latest_group, pick_runs, store
 
@@ -93,13 +93,8 @@ def live_view() -> None:
         if stats["epoch"].nunique() > 1:
             st.plotly_chart(charts.thaw_timeline(stats), width="stretch", key="live_thaw", config={"displayModeBar": False})
     elif row.get("plan"):
-        plan = json.loads(row["plan"])
-        groups: dict[str, dict] = {}
-        for m in plan:
-            g = groups.setdefault(m["group"], {"group": m["group"], "params": 0, "frozen": m["frozen"], "lr": m["lr"]})
-            g["params"] += m["params"]
-        st.plotly_chart(charts.layer_map(list(groups.values())), width="stretch", key="live_layer_plan",
-                        config={"displayModeBar": False})
+        st.plotly_chart(charts.layer_map(strategies.group_rows(json.loads(row["plan"]))), width="stretch",
+                        key="live_layer_plan", config={"displayModeBar": False})
     else:
         st.caption("The layer map appears when the run starts.")
 

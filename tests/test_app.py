@@ -234,3 +234,25 @@ def test_ended_runs_can_be_deleted_from_the_runs_list():
     at.button(key="delete_runs").click().run()
     assert not at.exception
     assert list(Store().runs()["id"]) == [keep]
+
+
+def test_experiment_page_launches_a_race_and_a_sweep(no_workers):
+    at = app()
+    at.radio(key="mode").set_value("Strategy race").run()
+    assert at.multiselect(key="race_strategies").value == ["feature_extraction", "full", "scratch"]
+    at.button(key="launch").click().run()
+    runs = Store().runs()
+    assert sorted(runs["strategy"]) == ["feature_extraction", "full", "scratch"] and set(runs["kind"]) == {"race"}
+    at = app()
+    at.radio(key="mode").set_value("Labels-per-class sweep").run()
+    at.button(key="launch").click().run()
+    sweep = Store().runs().query("kind == 'sweep'")
+    assert len(sweep) == 2 * 4 * 2  # strategies x labels (1, 5, 10, all) x seeds
+    assert {json.loads(c)["steps"] for c in sweep["config"]} == {60}
+
+
+def test_distillation_needs_a_finished_teacher():
+    at = app()
+    at.radio(key="mode").set_value("Knowledge distillation").run()
+    assert any("finished teacher" in w.value for w in at.warning)
+    assert at.button(key="launch").disabled

@@ -369,3 +369,149 @@ def test_charts_read_the_run_store_readers_output(isolated_home):
     assert list(charts.layer_stats_map(stats).layout.xaxis.categoryarray) == [g for g, _ in GROUPS]
     assert np.asarray(charts.thaw_timeline(stats).data[0].z)[0].tolist() == [0, 1]
     assert len(charts.layer_map(stats[stats["epoch"] == 2].to_dict("records")).data) == 1
+
+
+# --- trade-offs, strategy races, sample efficiency, distillation ---------------------------
+
+
+def test_accuracy_vs_params_one_marker_per_finished_run_on_a_log_axis(runs):
+    params = {"r-full": 3_400_000, "r-scratch": 120_000, "r-fe": 12_810}
+    table = runs.assign(trainable_params=runs["id"].map(params))
+    unfinished = pd.DataFrame([dict(run_row("r-run", "partial", test=None, status="running"), trainable_params=900_000)])
+    fig = charts.accuracy_vs_params(pd.concat([table, unfinished], ignore_index=True))
+    by_name = {t.name: t for t in fig.data}
+    assert set(by_name) == {"full", "scratch", "feature_extraction"}  # the running run is left out
+    assert sum(len(t.x) for t in fig.data) == 3
+    for strategy, t in by_name.items():
+        assert t.marker.color == charts.strategy_color(strategy)
+        assert list(t.text) == [strategy] and "text" in t.mode  # labelled with the strategy
+    assert list(by_name["feature_extraction"].x) == [12_810] and list(by_name["feature_extraction"].y) == [0.84]
+    assert fig.layout.xaxis.type == "log"
+    low, high = fig.layout.xaxis.range  # log10 units, every marker inside
+    assert low < np.log10(12_810) and high > np.log10(3_400_000)
+    assert fig.layout.yaxis.tickformat == ".0%" and fig.layout.yaxis.range[1] == 1.02
+    assert "full · efficientnet_lite0" in by_name["full"].customdata[0][0]  # the run in the hover
+    assert fig.layout.title.text == "Accuracy vs trainable parameters"
+    compact(fig)
+
+
+def test_layer_maps_side_by_side_one_panel_per_run_coloured_like_layer_map():
+    plans = [("feature extraction", lite0_plan("feature_extraction").group_table()),
+             ("partial", lite0_plan("partial", freeze_stages=2).group_table()),
+             ("full", lite0_plan("full").group_table())]
+    fig = charts.layer_maps_side_by_side(plans)
+    assert [a.text for a in fig.layout.annotations] == ["feature extraction", "partial", "full"]
+    assert {t.xaxis for t in fig.data} == {"x", "x2", "x3"}  # three panels in a row
+    assert fig.layout.xaxis.domain[1] < fig.layout.xaxis2.domain[0]
+    single = {t.name: t.marker.color for t in charts.layer_map(plans[1][1]).data}
+    for t in fig.data:
+        assert t.marker.color == single[t.name]  # the same colours as the layer map
+    fe = {t.name: t for t in fig.data if t.xaxis == "x"}
+    assert list(fe[charts.TRAINABLE_LABEL].x) == ["head"]
+    full = [t for t in fig.data if t.xaxis == "x3"]
+    assert [t.name for t in full] == [charts.TRAINABLE_LABEL]  # nothing frozen
+    # each panel in forward order, every group present
+    order = [r["group"] for r in plans[1][1]]
+    assert list(fig.layout.xaxis2.categoryarray) == order
+    assert sorted(x for t in fig.data if t.xaxis == "x2" for x in t.x) == sorted(order)
+    assert fig.layout.yaxis.type == fig.layout.yaxis3.type == "log"
+    assert sorted(t.name for t in fig.data if t.showlegend is not False) == sorted(
+        [charts.TRAINABLE_LABEL, charts.FROZEN_LABEL])  # one shared legend
+    compact(fig)
+
+
+def test_layer_maps_side_by_side_wraps_into_rows_of_three():
+    table = [{"group": g, "params": p, "frozen": i < 3} for i, (g, p) in enumerate(GROUPS)]
+    fig = charts.layer_maps_side_by_side([(f"run {i}", table) for i in range(5)])
+    assert len(fig.layout.annotations) == 5
+    assert {t.xaxis for t in fig.data} == {"x", "x2", "x3", "x4", "x5"}
+    assert fig.layout.yaxis4.domain[1] < fig.layout.yaxis.domain[0]  # the fourth starts a second row
+    assert fig.layout.xaxis4.domain == fig.layout.xaxis.domain
+    compact(fig, top=640)
+
+
+def labels_summary(all_value=None):
+    rows = []
+    for strategy, accs in (("full", (0.55, 0.78, 0.90, 0.95)), ("scratch", (0.20, 0.40, 0.62, 0.80))):
+        for labels, acc in zip((5, 20, 100, None), accs):
+            row = {"strategy": strategy, "labels_per_class": labels, "mean": acc, "std": 0.02, "n": 3}
+            if all_value is not None:
+                row["labels_value"] = all_value
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_labels_curve_one_line_per_strategy_with_all_at_the_right_end():
+    fig = charts.labels_curve(labels_summary())
+    assert [t.name for t in fig.data] == ["full", "scratch"]
+    assert [t.line.color for t in fig.data] == [charts.strategy_color("full"), charts.SCRATCH_COLOR]
+    full = fig.data[0]
+    assert list(full.x) == [5, 20, 100, 200]  # "all" at twice the largest count
+    assert list(full.y) == [0.55, 0.78, 0.90, 0.95]
+    assert full.error_y.visible and list(full.error_y.array) == [0.02] * 4
+    assert fig.layout.xaxis.type == "log"
+    assert list(fig.layout.xaxis.ticktext)[-1] == "all" and fig.layout.xaxis.tickvals[-1] == max(full.x)
+    assert list(fig.layout.xaxis.ticktext) == ["5", "20", "100", "all"]
+    assert full.customdata[-1][0] == "all" and full.customdata[0][2] == "3" and "n =" in full.hovertemplate
+    assert fig.layout.title.text == "Test accuracy vs labels per class"
+    compact(fig)
+
+
+def test_labels_curve_places_all_at_the_datasets_largest_count():
+    summary = labels_summary(all_value=180)
+    summary["labels_per_class"] = summary["labels_per_class"].astype(object).where(
+        summary["labels_per_class"].notna(), "all")  # "all" spelled out
+    fig = charts.labels_curve(summary)
+    assert list(fig.data[1].x) == [5, 20, 100, 180]
+    assert fig.layout.xaxis.tickvals[-1] == 180 and fig.layout.xaxis.ticktext[-1] == "all"
+    assert np.log10(180) < fig.layout.xaxis.range[1]  # the "all" point is on the chart
+    # a dataset "largest count" below a numeric point would not be rightmost: fall back to 2x
+    low = charts.labels_curve(labels_summary(all_value=50))
+    assert list(low.data[0].x)[-1] == 200
+
+
+def distill_rows():
+    return [
+        {"role": "student", "label": "small_cnn alone", "test_accuracy": 0.71, "params": 120_000, "model_mb": 0.5,
+         "latency_ms": 0.8},
+        {"role": "teacher", "label": "full · efficientnet_lite0", "test_accuracy": 0.93, "params": 3_400_000,
+         "model_mb": 13.6, "latency_ms": 9.5},
+        {"role": "student_kd", "label": "small_cnn + KD", "test_accuracy": 0.84, "params": 120_000, "model_mb": 0.5,
+         "latency_ms": 0.8},
+    ]
+
+
+def test_distill_comparison_three_panels_coloured_by_role():
+    fig = charts.distill_comparison(distill_rows())
+    assert [a.text for a in fig.layout.annotations] == ["test accuracy", "parameters (log)", "CPU latency per image (ms)"]
+    assert {t.xaxis for t in fig.data} == {"x", "x2", "x3"} and len(fig.data) == 9  # three models in three panels
+    legend = [t for t in fig.data if t.showlegend is not False]
+    assert [t.name for t in legend] == ["teacher: full · efficientnet_lite0", "student + KD: small_cnn + KD",
+                                        "student alone: small_cnn alone"]  # teacher first, whatever the input order
+    colours = [t.marker.color for t in legend]
+    assert colours == [charts.strategy_color("full"), charts.KD_COLOR, charts.STUDENT_COLOR]
+    assert len(set(colours)) == 3
+    assert charts.KD_COLOR not in set(charts.STRATEGY_COLORS.values()) | {charts.FROZEN_COLOR, charts.TRAINABLE_COLOR}
+    acc = [t for t in fig.data if t.xaxis == "x"]
+    assert [t.y[0] for t in acc] == [0.93, 0.84, 0.71] and acc[0].text[0] == "93.0%"
+    assert fig.layout.yaxis2.type == "log"
+    assert [t.y[0] for t in fig.data if t.xaxis == "x3"] == [9.5, 0.8, 0.8]
+    assert "13.6 MB" in acc[0].customdata[0][3] and "size" in acc[0].hovertemplate  # model size in the hover
+    teacher = dict(distill_rows()[1], strategy="partial", label="my teacher")
+    assert charts.distill_comparison([teacher]).data[0].marker.color == charts.strategy_color("partial")
+    compact(fig)
+
+
+def test_new_charts_say_no_data_instead_of_raising(runs):
+    empty = pd.DataFrame()
+    figures = [
+        charts.accuracy_vs_params(empty), charts.accuracy_vs_params(runs.assign(trainable_params=None)),
+        charts.accuracy_vs_params(None), charts.layer_maps_side_by_side([]),
+        charts.layer_maps_side_by_side([("a", [])]), charts.labels_curve(empty),
+        charts.labels_curve(pd.DataFrame(columns=["strategy", "labels_per_class", "mean", "std", "n"])),
+        charts.distill_comparison([]), charts.distill_comparison(None),
+    ]
+    for fig in figures:
+        assert len(fig.data) == 0
+        assert "no" in annotations_text(fig).lower()
+        assert fig.layout.template.layout.paper_bgcolor is not None
