@@ -1,13 +1,18 @@
-"""Transfer Learning Lab: `streamlit run app.py`. Page config and navigation only."""
+"""Transfer Learning Lab: `streamlit run app.py`. Page config and navigation only.
+
+The pages live in views/, not pages/: Streamlit treats a folder named pages/
+as its legacy multipage app until st.navigation has run once, so on a fresh
+server the first visit to /live or /compare would get the wrong app.
+"""
 
 import streamlit as st
 
 st.set_page_config(page_title="Transfer Learning Lab", page_icon="🧠", layout="wide")
 
 pages = [
-    st.Page("pages/experiment.py", title="Experiment", icon="🧪", default=True),
-    st.Page("pages/live.py", title="Live", icon="📈", url_path="live"),
-    st.Page("pages/compare.py", title="Compare", icon="⚖️", url_path="compare"),
-    st.Page("pages/predict.py", title="Predict", icon="🔍", url_path="predict"),
+    st.Page("views/experiment.py", title="Experiment", icon="🧪", default=True),
+    st.Page("views/live.py", title="Live", icon="📈", url_path="live"),
+    st.Page("views/compare.py", title="Compare", icon="⚖️", url_path="compare"),
+    st.Page("views/predict.py", title="Predict", icon="🔍", url_path="predict"),
 ]
 st.navigation(pages, position="top").run()

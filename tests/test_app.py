@@ -31,7 +31,7 @@ def app() -> AppTest:
 
 def page(name: str) -> AppTest:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.switch_page(f"pages/{name}.py").run()
+    at.switch_page(f"views/{name}.py").run()
     assert not at.exception, at.exception
     return at
 

@@ -30,7 +30,7 @@ def run_group_here(kind: str, cfgs: list[RunConfig], monkeypatch) -> list[dict]:
 
 def compare_page() -> AppTest:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("views/compare.py").run()
     assert not at.exception, at.exception
     return at
 

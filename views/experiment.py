@@ -222,4 +222,4 @@ with right:
             st.error(str(e))
         else:
             st.session_state["live_runs"] = ids
-            st.switch_page("pages/live.py")
+            st.switch_page("views/live.py")

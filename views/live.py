@@ -19,7 +19,7 @@ s = store()
 runs = s.runs()
 if runs.empty:
     st.info("No runs yet: set one up on the Experiment page and press Launch.")
-    st.page_link("pages/experiment.py", label="Go to Experiment", icon="🧪")
+    st.page_link("views/experiment.py", label="Go to Experiment", icon="🧪")
     st.stop()
 
 launched = st.session_state.pop("live_runs", None)
