@@ -256,3 +256,11 @@ def test_distillation_needs_a_finished_teacher():
     at.radio(key="mode").set_value("Knowledge distillation").run()
     assert any("finished teacher" in w.value for w in at.warning)
     assert at.button(key="launch").disabled
+
+
+def test_live_page_says_when_curves_will_appear_for_a_run_not_yet_through_an_epoch():
+    jobs.launch(RunConfig(**TINY), start_worker=False)
+    at = page("live")
+    text = " ".join(m.value for m in at.markdown)
+    assert "queued" in text
+    assert "first epoch ends" in at.get("plotly_chart")[0].proto.spec

@@ -76,7 +76,9 @@ def live_view() -> None:
                 except TLabError as e:
                     st.warning(str(e))
 
-    st.plotly_chart(charts.curves_grid(epochs, df), width="stretch", key="live_curves", config={"displayModeBar": False})
+    curves = (charts.curves_grid(epochs, df) if len(epochs)
+              else charts.empty_figure("Curves appear when the first epoch ends; the loss per step grows below.", "Learning curves"))
+    st.plotly_chart(curves, width="stretch", key="live_curves", config={"displayModeBar": False})
     c1, c2 = st.columns(2)
     c1.plotly_chart(charts.step_loss(steps, df), width="stretch", key="live_steps", config={"displayModeBar": False})
     c2.plotly_chart(charts.lr_curve(steps, df), width="stretch", key="live_lr", config={"displayModeBar": False})
