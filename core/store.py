@@ -393,9 +393,11 @@ class Store:
                           columns=["id", "group_id", "kind", "name", "status", "reason", "device", "created", "started",
                                    "ended", "epochs_done", "best_val_accuracy", "val_accuracy", "test_accuracy",
                                    "result", "config"])
+        configs = [json.loads(c) for c in df["config"]]
         for key in ("backbone", "strategy", "dataset", "epochs", "labels_per_class", "seed", "teacher"):
-            df[key] = [json.loads(c).get(key) for c in df["config"]]
-        results = [json.loads(r) if isinstance(r, str) and r else {} for r in df["result"]]
+            # object dtype: an unset setting stays None (pandas would make it NaN, which is truthy)
+            df[key] = pd.Series([c.get(key) for c in configs], index=df.index, dtype=object)
+        results = [json.loads(r) if isinstance(r, str) and r else {} for r in df["result"]]  # NULL may arrive as NaN
         df["trainable_params"] = [r.get("trainable_params") for r in results]
         df["seconds"] = [r.get("seconds") for r in results]
         return df.drop(columns=["result"])

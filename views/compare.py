@@ -42,10 +42,7 @@ if kind == experiments.DISTILL:
     def _profile(run_id: str, test_accuracy: float | None) -> dict:
         return distill.profile(run_id, test_accuracy)
 
-    def _is_kd(r: dict) -> bool:
-        return isinstance(r["teacher"], str) and bool(r["teacher"])  # pandas gives NaN, not None, for "no teacher"
-
-    kd_rows = [r for r in df.to_dict("records") if _is_kd(r)]
+    kd_rows = [r for r in df.to_dict("records") if r["teacher"]]
     teacher_id = kd_rows[0]["teacher"] if kd_rows else None
     roles = []
     try:
@@ -53,7 +50,7 @@ if kind == experiments.DISTILL:
             t = s.run(teacher_id)
             roles.append(("teacher", t))
         for r in df.to_dict("records"):
-            roles.append(("student_kd" if _is_kd(r) else "student", s.run(r["id"])))
+            roles.append(("student_kd" if r["teacher"] else "student", s.run(r["id"])))
         rows = [{"role": role, "label": label(row), "strategy": config_of(row)["strategy"],
                  **_profile(row["id"], row["test_accuracy"])} for role, row in roles if row["status"] == "finished"]
     except TLabError as e:
