@@ -157,7 +157,8 @@ with right:
         twin = cfg.replace(strategy="scratch", weights=None, lr=None) if with_scratch and strategy != "scratch" else None
         runs_to_launch = [cfg.replace(name="transfer" if twin else "")] + ([twin.replace(name="scratch twin")] if twin else [])
         side_by_side = twin is not None
-        summary = (f"{strategies.get(strategy).title} of {spec.title}, {cfg.epochs} epoch(s) at {cfg.image_size} px"
+        summary = (f"{strategies.get(strategy).title} of {spec.title} on {data.get(cfg.dataset).title if dataset else '…'}, "
+                   f"{cfg.epochs} epoch(s) at {cfg.image_size} px"
                    + (", and the same from scratch beside it." if twin else "."))
     elif mode == RACE:
         kind = experiments.RACE
