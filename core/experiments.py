@@ -17,7 +17,6 @@ from core.errors import ConfigError
 from core.store import Store
 
 RACE, SWEEP, DISTILL = "race", "sweep", "distill"
-DEFAULT_LABELS: tuple[int | None, ...] = (1, 5, 10, 25, 50, None)  # None: all
 
 
 def race_configs(base: RunConfig, names: list[str]) -> list[RunConfig]:
