@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -359,6 +360,11 @@ def _strategy_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unfreeze-every", type=int, default=1, help="gradual: epochs between unfreezing groups")
 
 
+# Modules that hold commands of their own: each has `register(sub)`, which adds its
+# subparsers (with `set_defaults(func=...)`) to this CLI.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # usage errors: one line and exit 2, like TLabError
         self.print_usage(sys.stderr)
@@ -430,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=fn)
     sp = sub.add_parser("worker", help="drain the run queue (started for you by launch)")
     sp.set_defaults(func=cmd_worker)
+    for module in COMMAND_MODULES:  # imported here, not at the top: they may import this module
+        importlib.import_module(f"core.{module}").register(sub)
     return p
 
 
