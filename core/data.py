@@ -443,6 +443,21 @@ def load(name: str, image_size: int, seed: int = 0, labels_per_class: int | None
     return DataBundle(name, raw.class_names, take(train_idx), take(val_idx), take(test_idx), raw.skipped, raw.skipped_examples)
 
 
+SPLITS = ("train", "val", "test")
+
+
+def run_split(config: dict, which: str = "test") -> Split:
+    """The images of one split of a run, exactly as its trainer cut them
+    (dataset, image size, seed, fractions and labels per class from the
+    run's config dict, as stored in its checkpoint)."""
+    if which not in SPLITS:
+        raise ConfigError(f"Unknown split {which!r}: use one of {', '.join(SPLITS)}.")
+    bundle = load(str(config["dataset"]), int(config["image_size"]), int(config.get("seed", 0)),
+                  config.get("labels_per_class"), float(config.get("val_fraction", 0.15)),
+                  float(config.get("test_fraction", 0.15)))
+    return getattr(bundle, which)
+
+
 # --- batch transforms (on the training device) ---------------------------------
 
 

@@ -39,3 +39,66 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# --- tiny trained runs shared by the "seeing inside" tests (issue 6) ------------------------
+
+
+def make_shapes_zip(path, per_class: int = 30, size: int = 40, seed: int = 0):
+    """A ZIP of class folders as a user uploads it: red discs, green squares
+    and blue bars on grey noise, `per_class` PNGs each."""
+    import io
+    import zipfile
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, colour in (("disc", (220, 40, 40)), ("square", (40, 200, 60)), ("bar", (40, 70, 220))):
+            for i in range(per_class):
+                im = Image.fromarray(rng.integers(90, 160, (size, size, 3), dtype=np.uint8))
+                d = ImageDraw.Draw(im)
+                x, y = (int(v) for v in rng.integers(4, size // 2, 2))
+                s = int(rng.integers(size // 4, size // 2))
+                if name == "disc":
+                    d.ellipse((x, y, x + s, y + s), fill=colour)
+                elif name == "square":
+                    d.rectangle((x, y, x + s, y + s), fill=colour)
+                else:
+                    d.rectangle((x, 2, x + s // 3, size - 3), fill=colour)
+                buf = io.BytesIO()
+                im.save(buf, format="PNG")
+                zf.writestr(f"shapes/{name}/{i:02d}.png", buf.getvalue())
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory):
+    """Two really trained runs, once per session: small_cnn from scratch at
+    32 px for 1 epoch on digits (`.digits`), and for 4 epochs on an uploaded
+    ZIP of class folders (`.shapes`, `.zip`). Run folders, not store rows."""
+    import types
+
+    import torch
+
+    from core import engine
+    from core.config import RunConfig
+
+    root = tmp_path_factory.mktemp("tiny_runs")
+    zip_path = make_shapes_zip(root / "shapes.zip")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("TLAB_HOME", str(root / "tlab"))
+            out = {}
+            for key, dataset, epochs, lr in (("digits", "digits", 1, None), ("shapes", f"folder:{zip_path}", 4, 1e-2)):
+                cfg = RunConfig(backbone="small_cnn", strategy="scratch", dataset=dataset, epochs=epochs, lr=lr,
+                                image_size=32, batch_size=16 if key == "shapes" else 32, device="cpu")
+                result = engine.train(cfg, run_dir=root / key)
+                assert result.status == "finished", result.reason
+                out[key] = root / key
+    finally:
+        torch.set_num_threads(before)
+    return types.SimpleNamespace(**out, zip=zip_path)
