@@ -362,7 +362,7 @@ def _strategy_options(p: argparse.ArgumentParser) -> None:
 
 # Modules that hold commands of their own: each has `register(sub)`, which adds its
 # subparsers (with `set_defaults(func=...)`) to this CLI.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("cli_predict",)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -473,3 +473,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `... | head`: the reader left, nothing more to say
         sys.stderr.close()
         return 0
+    except MemoryError:
+        print("error: out of memory: try a smaller batch size or image size, or fewer images.", file=sys.stderr)
+        return 1
+    except Exception as e:  # a bug or an environment problem: one line, the traceback only with -v
+        if args.verbose:
+            log.exception("unexpected error")
+        reason = " ".join(str(e).split())[:300] or "no message"
+        print(f"error: unexpected {type(e).__name__}: {reason}. Run again with -v (`python -m core -v ...`) "
+              "to see where it happened, and report it.", file=sys.stderr)
+        return 1

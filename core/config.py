@@ -105,9 +105,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(isinstance(cfg.alpha, (int, float)) and 0 <= cfg.alpha <= 1,
            f"distillation alpha must be between 0 and 1 (got {cfg.alpha}); 0.9 weighs the teacher's soft targets most.")
     if cfg.dataset.startswith(data.FOLDER_PREFIX):
-        from pathlib import Path
-
-        folder = Path(cfg.dataset[len(data.FOLDER_PREFIX):]).expanduser()
+        folder = data.folder_path(cfg.dataset)  # under an allowed root, or a ConfigError that says how to allow it
         _check(folder.exists(), f"Folder or ZIP {folder} does not exist. Give a folder with one subfolder per class, or a ZIP of them.")
     spec = backbones.get(cfg.backbone)
     if cfg.strategy != "scratch" and not spec.has_pretrained and not cfg.weights:

@@ -22,13 +22,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core import paths
+from core import limits, paths
 from core.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-MAX_IMAGE_PIXELS = 40_000_000  # a decompression bomb claims far more; such files are skipped
+ARCHIVE_SUFFIXES = {".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar"}
+# Below this size an entry's compression ratio says nothing (a blank icon compresses 1000x).
+RATIO_FLOOR_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -101,9 +103,15 @@ def decode_image(data: bytes | Path, size: int) -> np.ndarray:
     `size` and centre-crop: (3, size, size) uint8. Raises on unreadable input."""
     from PIL import Image, ImageOps
 
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    limit = limits.max_image_pixels()
+    # PIL's own guard warns at its limit and refuses at twice it; the check below
+    # refuses at the limit itself, with the image's size and the setting to change.
+    Image.MAX_IMAGE_PIXELS = None
     src = io.BytesIO(data) if isinstance(data, bytes) else data
     with Image.open(src) as im:
+        if im.width * im.height > limit:  # only the header is read so far: no memory spent
+            raise Image.DecompressionBombError(
+                f"{im.width}x{im.height} pixels, over {limits.MAX_IMAGE_PIXELS.describe()}")
         im.load()
         im = ImageOps.exif_transpose(im)
         if im.mode in ("P", "PA", "LA", "RGBA") or "transparency" in im.info:
@@ -115,12 +123,12 @@ def decode_image(data: bytes | Path, size: int) -> np.ndarray:
             hi = arr.max() or 1.0
             im = Image.fromarray((arr * (255.0 / hi)).astype(np.uint8))
         im = im.convert("RGB")
+        # The centred square, resized in one step: a 1 x 100,000 strip never
+        # becomes a 64 x 6,400,000 intermediate.
         w, h = im.size
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=3.0)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        im = im.crop((left, top, left + size, top + size))
+        side = min(w, h)
+        left, top = (w - side) / 2, (h - side) / 2
+        im = im.resize((size, size), Image.BILINEAR, box=(left, top, left + side, top + side), reducing_gap=3.0)
         return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
@@ -241,23 +249,54 @@ def _folder_items(path: Path) -> tuple[dict[str, list[tuple[str, Callable[[], by
     """Class name -> [(file name, reader)], plus unsafe/odd entries skipped."""
     classes: dict[str, list] = {}
     skipped, examples = 0, []
+    max_files = limits.max_files()
     if path.is_dir():
+        root = path.resolve()
+        seen = 0
         for cdir in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            files = sorted(f for f in cdir.rglob("*") if f.is_file() and not f.name.startswith("."))
-            classes[cdir.name] = [(f"{cdir.name}/{f.name}", (lambda f=f: f)) for f in files if f.suffix.lower() in IMAGE_SUFFIXES and not f.is_symlink()]
+            if cdir.is_symlink():  # links are not followed: they could lead out of the allowed folders
+                skipped += 1
+                examples.append(f"{cdir.name}/ (a link to a folder: not followed)")
+                continue
+            classes[cdir.name] = []
+            for f in sorted(cdir.rglob("*")):
+                if f.name.startswith(".") or not (f.is_file() or f.is_symlink()):
+                    continue
+                seen += 1
+                if seen > max_files:
+                    raise DataError(f"{path.name} holds more than {max_files:,} files, over "
+                                    f"{limits.MAX_FILES.describe()}: use fewer images, or raise the limit.")
+                if f.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                if f.is_symlink() or root not in f.resolve().parents:
+                    skipped += 1
+                    examples.append(f"{cdir.name}/{f.name} (a link: not followed)")
+                    continue
+                classes[cdir.name].append((f"{cdir.name}/{f.name}", (lambda f=f: f)))
         return classes, skipped, examples
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
         raise DataError(f"{path.name} is not a readable ZIP file ({e}). Upload a ZIP of class folders.") from None
+    infos = zf.infolist()
+    _check_archive(path, infos)
+    max_entry = limits.max_upload_bytes()
     names = []
-    for info in zf.infolist():
+    for info in infos:
         p = PurePosixPath(info.filename)
         if info.is_dir() or p.name.startswith(".") or "__MACOSX" in p.parts:
             continue
         if p.is_absolute() or ".." in p.parts or (info.external_attr >> 16) & 0o170000 == 0o120000:
             skipped += 1
             examples.append(f"{info.filename} (unsafe path or link)")
+            continue
+        if p.suffix.lower() in ARCHIVE_SUFFIXES:
+            skipped += 1
+            examples.append(f"{info.filename} (an archive inside the archive: unpack it into the class folders)")
+            continue
+        if info.file_size > max_entry and p.suffix.lower() in IMAGE_SUFFIXES:
+            skipped += 1
+            examples.append(f"{info.filename} ({info.file_size / 2**20:,.0f} MB: over {limits.MAX_UPLOAD_MB.describe()})")
             continue
         names.append((p, info))
     # A ZIP of one wrapping folder ("mydata/cat/1.png") counts from inside it,
@@ -272,6 +311,25 @@ def _folder_items(path: Path) -> tuple[dict[str, list[tuple[str, Callable[[], by
         if p.suffix.lower() in IMAGE_SUFFIXES:
             classes[p.parts[0]].append((str(p), (lambda info=info: zf.read(info))))
     return dict(sorted(classes.items())), skipped, examples
+
+
+def _check_archive(path: Path, infos: list[zipfile.ZipInfo]) -> None:
+    """Refuse a ZIP bomb before anything is decompressed: too many entries, too
+    many bytes once unpacked, or an entry that unpacks to hundreds of times its
+    size. Sizes are the ones the archive declares; zipfile never reads past them."""
+    if len(infos) > limits.max_files():
+        raise DataError(f"{path.name} holds {len(infos):,} entries, over {limits.MAX_FILES.describe()}: "
+                        "use fewer images, or raise the limit.")
+    total = sum(i.file_size for i in infos)
+    if total > limits.max_archive_bytes():
+        raise DataError(f"{path.name} unpacks to {total / 2**20:,.0f} MB, over {limits.MAX_ARCHIVE_MB.describe()}: "
+                        "use fewer or smaller images (64-256 px is plenty here), or raise the limit.")
+    ratio = limits.max_zip_ratio()
+    for i in infos:
+        if i.file_size > RATIO_FLOOR_BYTES and i.file_size > ratio * max(1, i.compress_size):
+            raise DataError(f"{path.name}: entry {i.filename} unpacks to {i.file_size / max(1, i.compress_size):,.0f} times "
+                            f"its packed size, over {limits.MAX_ZIP_RATIO.describe()}. That is how a ZIP bomb looks: "
+                            "if the archive is yours, zip the images again or raise the limit.")
 
 
 def _load_folder(path: Path, size: int) -> RawData:
@@ -317,11 +375,18 @@ REGISTRY: dict[str, DatasetSpec] = {s.name: s for s in _SPECS}
 FOLDER_PREFIX = "folder:"
 
 
+def folder_path(name: str) -> Path:
+    """The folder or ZIP of a `folder:PATH` dataset, resolved and checked to
+    lie under an allowed root (the data folder and $TLAB_FOLDER_ROOTS)."""
+    raw = name[len(FOLDER_PREFIX):]
+    if not raw.strip():
+        raise ConfigError("folder: needs a path, e.g. folder:./my_images or folder:./my_images.zip.")
+    return paths.check_readable(raw)
+
+
 def get(name: str) -> DatasetSpec:
     if name.startswith(FOLDER_PREFIX):
-        path = Path(name[len(FOLDER_PREFIX):]).expanduser()
-        if not name[len(FOLDER_PREFIX):].strip():
-            raise ConfigError("folder: needs a path, e.g. folder:./my_images or folder:./my_images.zip.")
+        path = folder_path(name)
         return DatasetSpec(name, f"Your images ({path.name})", "folder", f"Class folders in {path}",
                            lambda size, path=path: _load_folder(path, size))
     try:
@@ -382,7 +447,7 @@ def load_raw(name: str, size: int) -> RawData:
     """Decoded images, cached in-process per (dataset, image size, files' mtime)."""
     stamp: tuple = (str(paths.datasets_dir()),)  # a new TLAB_HOME is another dataset
     if name.startswith(FOLDER_PREFIX):
-        stamp = _files_stamp(Path(name[len(FOLDER_PREFIX):]).expanduser())
+        stamp = _files_stamp(folder_path(name))
     return _raw_cached(name, size, stamp)
 
 

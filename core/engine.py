@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core import backbones, data, strategies
+from core import backbones, data, faults, strategies
 from core.config import RunConfig, validate
 from core.errors import ConfigError, TLabError
 from core.strategies import LayerPlan
@@ -157,10 +157,53 @@ def head_removed(model: nn.Module, head_path: str):
         setattr(parent, leaf, head)
 
 
+class CheckpointWriteError(TLabError):
+    pass
+
+
 def save_atomic(obj: dict, path: Path) -> None:
+    """Write to a temporary file, flush it to disk, then rename over the old
+    one: a full disk or a read-only folder leaves the previous checkpoint whole."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch wraps some write errors in RuntimeError
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        why = getattr(e, "strerror", None) or " ".join(str(e).split())[:200] or type(e).__name__
+        kept = "the previous checkpoint is intact" if path.exists() else "no earlier checkpoint exists"
+        raise CheckpointWriteError(
+            f"could not write the checkpoint {path} ({why}): {kept}. Free disk space or make the data folder "
+            "writable, then resume the run.") from None
+
+
+def out_of_memory_reason(cfg: RunConfig, where: str = "") -> str:
+    """What to tell a person whose run ran out of (GPU) memory."""
+    smaller = max(1, cfg.batch_size // 2)
+    return (f"out of memory{' ' + where if where else ''} (batch size {cfg.batch_size}, image size {cfg.image_size} px): "
+            f"try a smaller batch size (e.g. {smaller}) or image size, or a smaller backbone, then launch it again.")
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        return True
+    msg = str(e)
+    return isinstance(e, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
+
+
+def release_memory() -> None:
+    """Give cached GPU memory back after a failed run, so the next one starts clean."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def lr_factor(step: int, total: int) -> float:
@@ -311,6 +354,9 @@ class Trainer:
                            {"train": len(bundle.train), "val": len(bundle.val), "test": len(bundle.test),
                             "skipped": bundle.skipped},
                            plan, steps_per_epoch, start_epoch))
+        if not cfg.steps and cfg.batch_size > n_train:
+            self.emit(Note(f"batch size {cfg.batch_size} is larger than the {n_train} training images: "
+                           f"each step uses all {n_train}"))
         if bundle.skipped:
             self.emit(Note(f"skipped {bundle.skipped} unreadable file(s), e.g. {bundle.skipped_examples[0]}"))
 
@@ -376,6 +422,7 @@ class Trainer:
                         loss = distill.kd_loss(logits, t_logits.clone(), yb, cfg.temperature, cfg.alpha)
                     else:
                         loss = F.cross_entropy(logits, yb)
+                    loss = faults.fire("loss", loss, epoch=epoch, step=step + 1, run_id=self.run_id)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     for g, ps in groups.items():
@@ -430,8 +477,12 @@ class Trainer:
                 result.test_loss, result.test_accuracy = self.evaluate(model, bundle.test)
         except Cancelled:
             status, reason = "cancelled", "stopped by request"
-        except Diverged as e:
+        except (Diverged, CheckpointWriteError) as e:
             status, reason = "failed", str(e)
+        except Exception as e:
+            if not is_out_of_memory(e):
+                raise
+            status, reason = "failed", out_of_memory_reason(cfg, f"at epoch {result.epochs + 1}")
         result.status, result.reason = status, reason
         result.seconds = time.perf_counter() - t_start
         result.images_per_second = images_seen / train_seconds if train_seconds else 0.0

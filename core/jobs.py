@@ -169,6 +169,7 @@ def execute(store: Store, run_id: str, listeners: tuple = ()) -> dict:
     from core import engine
 
     row = store.run(run_id)
+    cfg = None
     try:
         cfg = RunConfig.from_json(row["config"])
         run_dir = paths.run_dir(run_id)
@@ -181,9 +182,15 @@ def execute(store: Store, run_id: str, listeners: tuple = ()) -> dict:
         raise
     except Exception as e:
         first, tb = format_exception(e)
+        if cfg is not None and engine.is_out_of_memory(e):  # before the first step (model, feature cache): same advice
+            first = engine.out_of_memory_reason(cfg)
+        del e
+        engine.release_memory()  # the next run in this worker starts with the memory given back
         store.log(run_id, f"failed: {first}", "error", tb)
         store.set_status(run_id, "failed", first)
         return store.run(run_id)
+    if result.status == "failed":
+        engine.release_memory()
     store.set_status(run_id, result.status, result.reason, result=json.dumps(result.to_dict()),
                      test_accuracy=result.test_accuracy, val_accuracy=result.val_accuracy,
                      best_val_accuracy=result.best_val_accuracy, epochs_done=result.epochs)

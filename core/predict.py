@@ -125,8 +125,8 @@ def load_image(image: bytes | Path | str, image_size: int) -> torch.Tensor:
         arr = data.decode_image(src, image_size)
     except UnidentifiedImageError:
         raise DataError(f"could not read the image: it is not in an image format this app can open; {IMAGE_HINT}.") from None
-    except Image.DecompressionBombError:
-        raise DataError(f"could not read the image: it has more than {data.MAX_IMAGE_PIXELS:,} pixels; "
+    except Image.DecompressionBombError as e:
+        raise DataError(f"could not read the image: it claims too many pixels ({e}); "
                         f"shrink it first, and {IMAGE_HINT}.") from None
     except Exception as e:  # PIL raises many types for broken or unsupported files
         reason = " ".join(str(e).split())[:200] or type(e).__name__

@@ -23,9 +23,11 @@ def no_network(monkeypatch):
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path, monkeypatch):
-    """Each test gets its own data folder and an empty torch hub cache."""
+    """Each test gets its own data folder and an empty torch hub cache; the images
+    a test makes in its tmp_path may be read as `folder:` datasets."""
     home = tmp_path / "tlab"
     monkeypatch.setenv("TLAB_HOME", str(home))
+    monkeypatch.setenv("TLAB_FOLDER_ROOTS", str(tmp_path))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     return home
 

@@ -77,7 +77,7 @@ def test_train_prints_a_human_summary():
     (["train", "--epochs", "0"], "epochs must be between"),
     (["train", "--lr", "nan"], "learning rate"),
     (["train", "--labels-per-class", "lots"], "whole number"),
-    (["train", "--dataset", "folder:/no/such/place"], "does not exist"),
+    (["train", "--dataset", "folder:/no/such/place"], "outside the folders this app may read"),
     (["train", "--backbone", "resnet18", "--strategy", "feature_extraction", "--epochs", "1"], "resnet18-f37072fd.pth"),
     (["train", "--backbone", "small_cnn", "--strategy", "scratch", "--weights", "/no/such.pt"], "does not exist"),
     (["plan", "--strategy", "everything"], "Unknown strategy"),
