@@ -21,13 +21,21 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", guarded)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def folder_roots(tmp_path_factory):
+    """Images that tests make under pytest's temporary folders may be read as
+    `folder:` datasets (the app itself reads only its data folder and the
+    roots in TLAB_FOLDER_ROOTS)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TLAB_FOLDER_ROOTS", str(tmp_path_factory.getbasetemp()))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path, monkeypatch):
-    """Each test gets its own data folder and an empty torch hub cache; the images
-    a test makes in its tmp_path may be read as `folder:` datasets."""
+    """Each test gets its own data folder and an empty torch hub cache."""
     home = tmp_path / "tlab"
     monkeypatch.setenv("TLAB_HOME", str(home))
-    monkeypatch.setenv("TLAB_FOLDER_ROOTS", str(tmp_path))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     return home
 
