@@ -362,7 +362,10 @@ def _strategy_options(p: argparse.ArgumentParser) -> None:
 
 # Modules that hold commands of their own: each has `register(sub)`, which adds its
 # subparsers (with `set_defaults(func=...)`) to this CLI.
-COMMAND_MODULES: tuple[str, ...] = ("cli_predict",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "cli_predict",
+    "cli_inspect",  # explain, evaluate, embed, filters, feature-maps, lr-find, export
+)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,194 @@
+"""Export a finished run for use outside this app.
+
+Formats
+- `pt`: a ZIP holding `model.pt` (the state dict), `config.json` (backbone,
+  image size, normalisation, the run's config) and `class_names.json`.
+  Load it here with `backbones.build(spec, len(class_names), image_size)` +
+  `load_state_dict`.
+- `torchscript`: one `.pt` file for `torch.jit.load`, no Python class needed.
+- `onnx`: one `.onnx` file (torch's dynamo exporter, needs `onnx` and
+  `onnxscript`), for ONNX Runtime and other engines.
+
+TorchScript and ONNX models take a float batch (N, 3, S, S) of RGB values in
+[0, 1] at the run's image size and return logits (N, classes): the
+normalisation is inside them, so a user can't get it wrong. The batch size
+is free. `verify` runs an export against the PyTorch model on images.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from core import data, predict
+from core.errors import TLabError
+from core.predict import LoadedModel
+
+log = logging.getLogger(__name__)
+
+FORMATS = {"pt": ".zip", "torchscript": ".pt", "onnx": ".onnx"}
+MIME = {"pt": "application/zip", "torchscript": "application/octet-stream", "onnx": "application/octet-stream"}
+INPUT_NAME, OUTPUT_NAME = "images", "logits"
+
+
+class ExportError(TLabError):
+    pass
+
+
+class WithPreprocessing(nn.Module):
+    """The model with its normalisation in front: [0, 1] RGB in, logits out."""
+
+    def __init__(self, model: nn.Module, mean: tuple, std: tuple):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model((images - self.mean) / self.std)
+
+
+def file_name(run_id: str, fmt: str) -> str:
+    return f"{run_id}-{fmt}{FORMATS[fmt]}"
+
+
+def model_card(loaded: LoadedModel) -> dict:
+    """What a user needs to run the model elsewhere (config.json)."""
+    return {
+        "backbone": loaded.spec.name, "backbone_title": loaded.spec.title, "num_classes": loaded.num_classes,
+        "class_names": list(loaded.class_names), "image_size": loaded.image_size,
+        "mean": list(loaded.spec.mean), "std": list(loaded.spec.std), "epoch": loaded.epoch,
+        "input": "float RGB (N, 3, S, S) normalised as (x / 255 - mean) / std for model.pt; "
+                 "TorchScript and ONNX exports take x / 255 in [0, 1] and normalise inside",
+        "config": loaded.config,
+    }
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ExportError(f"Unknown export format {fmt!r}: use one of {', '.join(FORMATS)}.")
+
+
+def to_bytes(loaded: LoadedModel, fmt: str) -> bytes:
+    """The exported file's content."""
+    _check_format(fmt)
+    loaded.model.eval()
+    if fmt == "pt":
+        buf = io.BytesIO()
+        weights = io.BytesIO()
+        torch.save(loaded.model.state_dict(), weights)
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("model.pt", weights.getvalue())
+            zf.writestr("config.json", json.dumps(model_card(loaded), indent=2, default=str))
+            zf.writestr("class_names.json", json.dumps(list(loaded.class_names), indent=2))
+        return buf.getvalue()
+    wrapped = WithPreprocessing(loaded.model, loaded.spec.mean, loaded.spec.std).eval()
+    example = torch.rand(2, 3, loaded.image_size, loaded.image_size)
+    if fmt == "torchscript":
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream, still loads everywhere
+            scripted = torch.jit.trace(wrapped, example)
+            buf = io.BytesIO()
+            torch.jit.save(scripted, buf)
+        return buf.getvalue()
+    return _onnx_bytes(wrapped, example, loaded.spec.title)
+
+
+def _onnx_bytes(wrapped: nn.Module, example: torch.Tensor, title: str) -> bytes:
+    try:
+        import onnx  # noqa: F401  the dynamo exporter needs both
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        raise ExportError(f"ONNX export needs the packages onnx and onnxscript ({e.name} is missing): "
+                          "pip install -r requirements.txt.") from None
+    import tempfile
+
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(wrapped, (example,), dynamo=True, verbose=False, external_data=False,
+                                        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                        dynamic_shapes={"images": {0: batch}})
+    except Exception as e:  # the exporter raises many types for unsupported operators
+        reason = " ".join(str(e).split())[:300]
+        raise ExportError(f"{title} could not be exported to ONNX ({type(e).__name__}: {reason}); "
+                          "TorchScript or the pt checkpoint work for every backbone.") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        program.save(str(path))
+        return path.read_bytes()
+
+
+def export(loaded: LoadedModel, fmt: str, out: str | Path) -> Path:
+    """Write the export to `out` (a file; folders are created). Returns it."""
+    _check_format(fmt)
+    out = Path(out).expanduser()
+    if out.is_dir():
+        raise ExportError(f"{out} is a folder: give a file name, e.g. {out / ('model' + FORMATS[fmt])}.")
+    content = to_bytes(loaded, fmt)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".part")
+        tmp.write_bytes(content)
+        tmp.replace(out)
+    except OSError as e:
+        raise ExportError(f"Can't write {out} ({e.strerror or e}): choose a writable place.") from None
+    return out
+
+
+# --- checking an export --------------------------------------------------------------
+
+
+@dataclass
+class Verification:
+    images: int
+    max_abs_diff: float  # largest |logit difference| against the PyTorch model
+    top1_agreement: float  # share of images with the same top-1 class
+
+    @property
+    def ok(self) -> bool:
+        return self.max_abs_diff <= 1e-4 and self.top1_agreement == 1.0
+
+
+def run_export(path: str | Path, fmt: str, images01: torch.Tensor) -> np.ndarray:
+    """Logits of an exported model (torchscript or onnx) for float images in [0, 1]."""
+    if fmt == "torchscript":
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.load(str(path), map_location="cpu")(images01).numpy()
+    if fmt == "onnx":
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ExportError("Checking an ONNX export needs onnxruntime: pip install onnxruntime.") from None
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run([OUTPUT_NAME], {INPUT_NAME: images01.numpy().astype(np.float32)})[0]
+    raise ExportError(f"{fmt} exports are checked by loading their state dict; verify takes torchscript or onnx.")
+
+
+def verify(path: str | Path, fmt: str, loaded: LoadedModel, x: torch.Tensor, batch: int = 256) -> Verification:
+    """Compare an export with the PyTorch model on uint8 images x (N, C, S, S)."""
+    diffs, same = [], 0
+    for i in range(0, len(x), batch):
+        xb = x[i : i + batch]
+        with torch.inference_mode():
+            ref = loaded.model.eval()(data.batch_input(xb, loaded.spec.mean, loaded.spec.std)).float().numpy()
+        got = run_export(path, fmt, data.to_unit(xb).contiguous())
+        diffs.append(float(np.abs(got - ref).max()))
+        same += int((got.argmax(1) == ref.argmax(1)).sum())
+    return Verification(len(x), max(diffs) if diffs else 0.0, same / max(1, len(x)))
+
+
+def verify_run(path: str | Path, fmt: str, loaded: LoadedModel) -> Verification:
+    """`verify` on the run's own test split."""
+    return verify(path, fmt, loaded, data.run_split(loaded.config, "test").x)
