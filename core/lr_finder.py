@@ -179,7 +179,8 @@ def find_lr_in_subprocess(cfg: RunConfig, steps: int = STEPS, start_lr: float = 
                           timeout: float = 900) -> LRFinderResult:
     """`find_lr` in a child process (`python -m core lr-find --json`), so a
     page never trains in its own process: a crash or out-of-memory there
-    can't take the dashboard down."""
+    can't take the dashboard down. The config is checked here first."""
+    cfg = validate(cfg)
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, "-m", "core", "lr-find", "--config-json", cfg.to_json(), "--steps", str(steps),
