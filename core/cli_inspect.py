@@ -4,7 +4,9 @@
 `feature-maps`, `lr-find` and `export`.
 
 `--run` takes a run id from the store (see `runs`) or a run folder or
-checkpoint path, so exported folders and other data folders work too.
+checkpoint path, so exported folders and other data folders work too. Like
+everything the app writes, the files named by `--out` and `--out-dir` must lie
+inside the data folder (`paths.inside_home`).
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from core.errors import TLabError
 def _loaded(run: str):
     from core import paths, predict
 
+    if paths.RUN_ID_RE.fullmatch(run) and paths.run_dir(run).exists():
+        return predict.load_run_model(paths.run_dir(run))
     p = Path(run).expanduser()
-    if p.exists():
+    if p.exists():  # a run folder or checkpoint elsewhere: read-only, loaded with weights_only
         return predict.load_run_model(p)
-    folder = paths.run_dir(run)
+    folder = paths.run_dir(run)  # validates the id before any path is built from it
     if not folder.exists():
         raise TLabError(f"No run {run!r} in {paths.home()}: give a run id (see `python -m core runs`), "
                         "or the path of a run folder or checkpoint.")
@@ -74,10 +78,17 @@ def _stack(rows: list[tuple[str, np.ndarray]], pad: int = 8) -> np.ndarray:
     return np.asarray(canvas)
 
 
+def _output(out: str, what: str) -> Path:
+    """Where to write a file the user named: inside the data folder only."""
+    from core import paths
+
+    return paths.inside_home(out, what)
+
+
 def _save_png(rgb: np.ndarray, out: str) -> Path:
     from PIL import Image
 
-    path = Path(out).expanduser()
+    path = _output(out, "picture")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rgb).save(path, format="PNG")
@@ -123,7 +134,7 @@ def cmd_evaluate(args) -> int:
     losses = [{"index": int(i), "true": ev.class_names[ev.y[i]], "predicted": ev.class_names[ev.predicted[i]],
                "probability": float(ev.probs[i, ev.predicted[i]]), "loss": float(ev.losses[i])} for i in top]
     if args.out_dir:
-        d = Path(args.out_dir).expanduser()
+        d = _output(args.out_dir, "report")
         d.mkdir(parents=True, exist_ok=True)
         with open(d / "confusion.csv", "w", newline="") as f:
             w = csv.writer(f)
@@ -175,7 +186,7 @@ def cmd_embed(args) -> int:
         rows += [{"stage": stage, "x": float(a), "y": float(b), "label": int(l), "class": loaded.class_names[int(l)]}
                  for (a, b), l in zip(xy.tolist(), y.tolist())]
     if args.out:
-        path = Path(args.out).expanduser()
+        path = _output(args.out, "coordinates")
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", newline="") as f:
             w = csv.DictWriter(f, ["stage", "x", "y", "label", "class"])
@@ -229,9 +240,9 @@ def cmd_lr_find(args) -> int:
     from core.config import RunConfig, validate
 
     cfg = validate(RunConfig.from_json(args.config_json)) if args.config_json else _config(args)
+    path = _output(args.out, "LR finder table") if args.out else None
     result = lr_finder.find_lr(cfg, args.steps, args.start_lr, args.end_lr)
-    if args.out:
-        path = Path(args.out).expanduser()
+    if path:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", newline="") as f:
             w = csv.writer(f)
@@ -255,8 +266,11 @@ def cmd_lr_find(args) -> int:
 def cmd_export(args) -> int:
     from core import export
 
+    from core import paths
+
     loaded = _loaded(args.run)
-    out = export.export(loaded, args.format, args.out)
+    target = args.out or paths.home() / "exports" / export.file_name(loaded.checkpoint.parent.name, args.format)
+    out = export.export(loaded, args.format, target)
     size = out.stat().st_size / 1e6
     info = {"out": str(out), "format": args.format, "megabytes": round(size, 3)}
     text = f"exported {loaded.spec.title} ({loaded.num_classes} classes, {loaded.image_size} px) as {args.format} -> {out} ({size:.2f} MB)"
@@ -326,6 +340,6 @@ def register(sub) -> None:
     sp = sub.add_parser("export", help="a finished run as a pt checkpoint ZIP, TorchScript or ONNX")
     run_arg(sp)
     sp.add_argument("--format", required=True, choices=["pt", "torchscript", "onnx"])
-    sp.add_argument("--out", required=True, help="file to write")
+    sp.add_argument("--out", default=None, help="file to write, inside the data folder (default: exports/RUN-FORMAT.ext there)")
     sp.add_argument("--verify", action="store_true", help="compare the export with the PyTorch model on the test split")
     sp.set_defaults(func=cmd_export)

@@ -130,9 +130,12 @@ def _onnx_bytes(wrapped: nn.Module, example: torch.Tensor, title: str) -> bytes:
 
 
 def export(loaded: LoadedModel, fmt: str, out: str | Path) -> Path:
-    """Write the export to `out` (a file; folders are created). Returns it."""
+    """Write the export to `out`, a file inside the data folder (folders are
+    created). Returns its resolved path."""
+    from core import paths
+
     _check_format(fmt)
-    out = Path(out).expanduser()
+    out = paths.inside_home(out, "export")
     if out.is_dir():
         raise ExportError(f"{out} is a folder: give a file name, e.g. {out / ('model' + FORMATS[fmt])}.")
     content = to_bytes(loaded, fmt)

@@ -17,6 +17,13 @@ from core import backbones, cli, data, engine, predict
 from helpers import run_cli
 
 
+@pytest.fixture
+def out_dir(isolated_home):
+    """Outputs go inside the data folder: the app writes nowhere else."""
+    isolated_home.mkdir(parents=True, exist_ok=True)
+    return isolated_home
+
+
 def _json(capsys, argv: list[str]) -> dict:
     assert cli.main(argv) == 0
     return json.loads(capsys.readouterr().out)
@@ -40,14 +47,14 @@ def digit_png(tmp_path_factory):
     return path
 
 
-def test_explain_writes_the_overlay_png(tiny_runs, disc_png, tmp_path, capsys):
+def test_explain_writes_the_overlay_png(tiny_runs, disc_png, out_dir, capsys):
     out = _json(capsys, ["explain", "--run", str(tiny_runs.shapes), "--image", str(disc_png),
-                         "--out", str(tmp_path / "cam.png"), "--json"])
+                         "--out", str(out_dir / "cam.png"), "--json"])
     assert out["predicted"] == out["class"] == "disc" and out["probability"] > 0.5 and out["layer"] == "stage3"
-    with Image.open(tmp_path / "cam.png") as im:
+    with Image.open(out_dir / "cam.png") as im:
         assert im.size[0] > 2 * 224 and im.size[1] > 224  # the image and its overlay, side by side
     chosen = _json(capsys, ["explain", "--run", str(tiny_runs.shapes), "--image", str(disc_png), "--class", "bar",
-                            "--out", str(tmp_path / "bar.png"), "--json"])
+                            "--out", str(out_dir / "bar.png"), "--json"])
     assert chosen["class"] == "bar" and chosen["predicted"] == "disc" and chosen["probability"] < out["probability"]
 
 
@@ -57,35 +64,38 @@ def test_explain_as_a_process_with_a_run_id_from_the_store(tiny_runs, digit_png,
 
     home = tmp_path / "home"
     shutil.copytree(tiny_runs.digits, home / "20260101-000000-abcdef")
-    p = run_cli("explain", "--run", "20260101-000000-abcdef", "--image", str(digit_png), "--out", str(tmp_path / "x.png"),
+    p = run_cli("explain", "--run", "20260101-000000-abcdef", "--image", str(digit_png), "--out", str(home / "x.png"),
                 env={"TLAB_HOME": str(home), "OMP_NUM_THREADS": "1"})
     assert p.returncode == 0, p.stderr
-    assert "Grad-CAM of Small CNN for class" in p.stdout and (tmp_path / "x.png").stat().st_size > 1000
+    assert "Grad-CAM of Small CNN for class" in p.stdout and (home / "x.png").stat().st_size > 1000
     p = run_cli("explain", "--run", "nope", "--image", str(digit_png), "--out", str(tmp_path / "y.png"),
                 env={"TLAB_HOME": str(home)})
     assert p.returncode == 2 and "No run 'nope'" in p.stderr and "Traceback" not in p.stderr
+    p = run_cli("explain", "--run", "20260101-000000-abcdef", "--image", str(digit_png), "--out", str(tmp_path / "y.png"),
+                env={"TLAB_HOME": str(home)})
+    assert p.returncode == 2 and "outside the data folder" in p.stderr and not (tmp_path / "y.png").exists()
 
 
-def test_explain_on_an_mlp_run_says_grad_cam_is_not_available(tmp_path, digit_png, capsys):
+def test_explain_on_an_mlp_run_says_grad_cam_is_not_available(out_dir, digit_png, capsys):
     spec = backbones.get("mlp")
-    run = tmp_path / "mlp_run"
+    run = out_dir / "mlp_run"
     run.mkdir()
     engine.save_atomic({"model": backbones.build(spec, 10, 16).state_dict(), "class_names": [str(i) for i in range(10)],
                         "backbone": "mlp", "image_size": 16, "config": {}}, run / "checkpoint.pt")
-    assert cli.main(["explain", "--run", str(run), "--image", str(digit_png), "--out", str(tmp_path / "m.png")]) == 2
+    assert cli.main(["explain", "--run", str(run), "--image", str(digit_png), "--out", str(out_dir / "m.png")]) == 2
     err = capsys.readouterr().err
-    assert "Grad-CAM is not available for MLP" in err and not (tmp_path / "m.png").exists()
+    assert "Grad-CAM is not available for MLP" in err and not (out_dir / "m.png").exists()
 
 
-def test_evaluate_zip_run_writes_tables_and_the_worst_mistakes(tiny_runs, tmp_path, capsys):
-    out = _json(capsys, ["evaluate", "--run", str(tiny_runs.shapes), "--json", "--out-dir", str(tmp_path)])
+def test_evaluate_zip_run_writes_tables_and_the_worst_mistakes(tiny_runs, out_dir, capsys):
+    out = _json(capsys, ["evaluate", "--run", str(tiny_runs.shapes), "--json", "--out-dir", str(out_dir)])
     assert out["class_names"] == ["bar", "disc", "square"]
     cm = np.array(out["confusion"])
     assert cm.sum() == out["images"] and np.trace(cm) / cm.sum() == pytest.approx(out["accuracy"])
-    with open(tmp_path / "confusion.csv") as f:
+    with open(out_dir / "confusion.csv") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["true \\ predicted", "bar", "disc", "square"] and [list(map(int, r[1:])) for r in rows[1:]] == cm.tolist()
-    with open(tmp_path / "per_class.csv") as f:
+    with open(out_dir / "per_class.csv") as f:
         per_class = list(csv.DictReader(f))
     assert [r["class"] for r in per_class] == ["bar", "disc", "square"]
     assert [int(r["support"]) for r in per_class] == cm.sum(1).tolist()
@@ -98,34 +108,34 @@ def test_evaluate_digits_prints_matrix_metrics_and_top_losses(tiny_runs, capsys)
     assert "precision" in text and "recall" in text and "top losses" in text
 
 
-def test_embed_before_and_after(tiny_runs, tmp_path, capsys):
-    out = _json(capsys, ["embed", "--run", str(tiny_runs.digits), "--out", str(tmp_path / "e.csv"), "--json"])
+def test_embed_before_and_after(tiny_runs, out_dir, capsys):
+    out = _json(capsys, ["embed", "--run", str(tiny_runs.digits), "--out", str(out_dir / "e.csv"), "--json"])
     assert out["separation_after"] > out["separation_before"]
-    with open(tmp_path / "e.csv") as f:
+    with open(out_dir / "e.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 * out["points"] and {r["stage"] for r in rows} == {"before", "after"}
     zip_out = _json(capsys, ["embed", "--run", str(tiny_runs.shapes), "--method", "tsne", "--json"])
     assert zip_out["points"] >= 9 and 0 <= zip_out["separation_after"] <= 1
 
 
-def test_filters_and_feature_maps_pngs(tiny_runs, disc_png, tmp_path, capsys):
+def test_filters_and_feature_maps_pngs(tiny_runs, disc_png, out_dir, capsys):
     out = _json(capsys, ["filters", "--run", str(tiny_runs.digits), "--twin", str(tiny_runs.shapes),
-                         "--out", str(tmp_path / "f.png"), "--json"])
+                         "--out", str(out_dir / "f.png"), "--json"])
     assert out["layer"] == "stem.0" and out["panels"] == ["random start", "after training", "scratch twin"]
     fm = _json(capsys, ["feature-maps", "--run", str(tiny_runs.shapes), "--image", str(disc_png), "--per-stage", "4",
-                        "--out", str(tmp_path / "fm.png"), "--json"])
+                        "--out", str(out_dir / "fm.png"), "--json"])
     assert [s["group"] for s in fm["stages"]] == ["stem", "stage1", "stage2", "stage3"]
     assert [len(s["shown"]) for s in fm["stages"]] == [4] * 4
     for name in ("f.png", "fm.png"):
-        with Image.open(tmp_path / name) as im:
+        with Image.open(out_dir / name) as im:
             assert im.mode == "RGB" and im.size[0] > 200
 
 
-def test_export_cli_verifies_onnx_of_a_zip_run(tiny_runs, tmp_path, capsys):
-    out = _json(capsys, ["export", "--run", str(tiny_runs.shapes), "--format", "onnx", "--out", str(tmp_path / "m.onnx"),
+def test_export_cli_verifies_onnx_of_a_zip_run(tiny_runs, out_dir, capsys):
+    out = _json(capsys, ["export", "--run", str(tiny_runs.shapes), "--format", "onnx", "--out", str(out_dir / "m.onnx"),
                          "--verify", "--json"])
     assert out["ok"] and out["max_abs_diff"] <= 1e-4 and out["top1_agreement"] == 1.0 and out["megabytes"] > 0.5
-    assert cli.main(["export", "--run", str(tiny_runs.shapes), "--format", "pt", "--out", str(tmp_path / "m.zip")]) == 0
+    assert cli.main(["export", "--run", str(tiny_runs.shapes), "--format", "pt"]) == 0  # default: exports/ in the data folder
     assert "exported Small CNN (3 classes, 32 px) as pt" in capsys.readouterr().out
-    with zipfile.ZipFile(tmp_path / "m.zip") as zf:
+    with zipfile.ZipFile(out_dir / "exports" / "shapes-pt.zip") as zf:
         assert "model.pt" in zf.namelist()

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from core import backbones, data, export, predict
+from core.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +25,11 @@ def digits(tiny_runs):
     return loaded, test, ref
 
 
-def test_onnx_round_trips_through_onnxruntime(digits, tmp_path):
+def test_onnx_round_trips_through_onnxruntime(digits, isolated_home):
     import onnxruntime as ort
 
     loaded, test, ref = digits
-    path = export.export(loaded, "onnx", tmp_path / "sub" / "model.onnx")
+    path = export.export(loaded, "onnx", isolated_home / "sub" / "model.onnx")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["images"] and [o.name for o in session.get_outputs()] == ["logits"]
     images = (test.x.float() / 255).expand(-1, 3, -1, -1).numpy()  # RGB in [0, 1]: normalisation is inside
@@ -40,9 +41,9 @@ def test_onnx_round_trips_through_onnxruntime(digits, tmp_path):
     assert v.ok and v.images == len(test) and v.top1_agreement == 1.0
 
 
-def test_torchscript_round_trips_without_the_python_class(digits, tmp_path):
+def test_torchscript_round_trips_without_the_python_class(digits, isolated_home):
     loaded, test, ref = digits
-    path = export.export(loaded, "torchscript", tmp_path / "model.pt")
+    path = export.export(loaded, "torchscript", isolated_home / "model.pt")
     import warnings
 
     with warnings.catch_warnings():
@@ -53,9 +54,9 @@ def test_torchscript_round_trips_without_the_python_class(digits, tmp_path):
     assert np.abs(got - ref).max() <= 1e-4 and np.array_equal(got.argmax(1), ref.argmax(1))
 
 
-def test_pt_zip_rebuilds_the_model_of_a_zip_run(tiny_runs, tmp_path):
+def test_pt_zip_rebuilds_the_model_of_a_zip_run(tiny_runs, isolated_home):
     loaded = predict.load_run_model(tiny_runs.shapes)
-    path = export.export(loaded, "pt", tmp_path / "run.zip")
+    path = export.export(loaded, "pt", isolated_home / "run.zip")
     with zipfile.ZipFile(path) as zf:
         assert sorted(zf.namelist()) == ["class_names.json", "config.json", "model.pt"]
         card = json.loads(zf.read("config.json"))
@@ -71,9 +72,13 @@ def test_pt_zip_rebuilds_the_model_of_a_zip_run(tiny_runs, tmp_path):
         assert torch.equal(model(normalised), loaded.model(data.batch_input(x, loaded.spec.mean, loaded.spec.std)))
 
 
-def test_export_refuses_bad_targets(digits, tmp_path):
+def test_export_refuses_bad_targets(digits, isolated_home, tmp_path):
     loaded, _, _ = digits
     with pytest.raises(export.ExportError, match="Unknown export format 'tflite'"):
-        export.export(loaded, "tflite", tmp_path / "m")
+        export.export(loaded, "tflite", isolated_home / "m")
+    isolated_home.mkdir(parents=True, exist_ok=True)
     with pytest.raises(export.ExportError, match="is a folder: give a file name"):
-        export.export(loaded, "pt", tmp_path)
+        export.export(loaded, "pt", isolated_home)
+    with pytest.raises(ConfigError, match="outside the data folder"):
+        export.export(loaded, "pt", tmp_path / "elsewhere.zip")
+    assert not (tmp_path / "elsewhere.zip").exists()

@@ -92,8 +92,8 @@ def test_page_subprocess_and_cli_give_a_suggestion_for_the_form(monkeypatch):
         lr_finder.find_lr_in_subprocess(CFG.replace(backbone="nope"), steps=10)
 
 
-def test_cli_lr_find_prints_a_learning_rate(tmp_path, capsys, one_thread):
-    out = tmp_path / "lr.csv"
+def test_cli_lr_find_prints_a_learning_rate(isolated_home, capsys, one_thread):
+    out = isolated_home / "lr.csv"
     code = cli.main(["lr-find", "--backbone", "small_cnn", "--strategy", "scratch", "--image-size", "16",
                      "--steps", "30", "--device", "cpu", "--out", str(out)])
     assert code == 0
