@@ -14,5 +14,6 @@ pages = [
     st.Page("views/live.py", title="Live", icon="📈", url_path="live"),
     st.Page("views/compare.py", title="Compare", icon="⚖️", url_path="compare"),
     st.Page("views/predict.py", title="Predict", icon="🔍", url_path="predict"),
+    st.Page("views/inspect.py", title="Inspect", icon="🔬", url_path="inspect"),
 ]
 st.navigation(pages, position="top").run()

@@ -44,6 +44,10 @@ class ExportError(TLabError):
     pass
 
 
+class CheckerMissing(ExportError):
+    """The package that runs an export (onnxruntime) is not installed."""
+
+
 class WithPreprocessing(nn.Module):
     """The model with its normalisation in front: [0, 1] RGB in, logits out."""
 
@@ -173,7 +177,7 @@ def run_export(path: str | Path, fmt: str, images01: torch.Tensor) -> np.ndarray
         try:
             import onnxruntime as ort
         except ImportError:
-            raise ExportError("Checking an ONNX export needs onnxruntime: pip install onnxruntime.") from None
+            raise CheckerMissing("Checking an ONNX export needs onnxruntime: pip install onnxruntime.") from None
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return session.run([OUTPUT_NAME], {INPUT_NAME: images01.numpy().astype(np.float32)})[0]
     raise ExportError(f"{fmt} exports are checked by loading their state dict; verify takes torchscript or onnx.")

@@ -8,6 +8,7 @@ import streamlit as st
 
 from core import charts, distill, experiments, strategies
 from core.errors import TLabError
+from ui import seeing
 from ui.common import config_of, label, latest_group, pick_runs, store
 
 st.title("Compare")
@@ -101,3 +102,5 @@ else:
                "epochs": "never" if r["epoch"] != r["epoch"] or r["epoch"] is None else int(r["epoch"]),
                "seconds": "-" if r["seconds"] != r["seconds"] or r["seconds"] is None else f"{r['seconds']:.1f}"}
               for r in reach.to_dict("records")])
+
+seeing.mistakes_section([s.run(i) for i in selected], label)

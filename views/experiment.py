@@ -9,6 +9,7 @@ import torch
 from core import backbones, charts, data, experiments, jobs, paths, strategies, weights
 from core.config import RunConfig, validate
 from core.errors import TLabError
+from ui import seeing
 from ui.common import label, store
 
 DEFAULTS = RunConfig()  # the offline demo: Lite0 (bundled ImageNet weights), full fine-tuning, digits, 64 px, 3 epochs
@@ -215,6 +216,7 @@ with right:
             problem = str(e)
     if problem:
         st.warning(problem)
+    seeing.lr_finder_section(cfg, f"lr_{strategy}", (1e-6, 1.0), problem)
     st.write(f"**Will train:** {summary}")
     if st.button("Launch", type="primary", key="launch", disabled=problem is not None, width="stretch"):
         try:

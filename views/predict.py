@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import charts, paths, predict
+from core import charts, predict
 from core.errors import TLabError
+from ui import seeing
 from ui.common import label, latest_group, pick_runs, store
 
 st.title("Predict")
-st.caption("Upload an image (or take a photo) and see each model's top-5 classes. Images are preprocessed "
-           "exactly as in training: resized on the short side, centre-cropped, normalised.")
+st.caption("Upload an image (or take a photo) and see each model's top-5 classes, and where in the image each "
+           "model looked (Grad-CAM). Images are preprocessed exactly as in training: resized on the short side, "
+           "centre-cropped, normalised.")
 s = store()
 runs = s.runs()
 finished = runs[runs["status"] == "finished"] if not runs.empty else runs
@@ -18,11 +20,6 @@ if finished.empty:
     st.info("No finished runs yet: train one on the Experiment page.")
     st.stop()
 selected = pick_runs(finished, "predict_runs", latest_group(finished))
-
-
-@st.cache_resource(show_spinner="Loading model…", max_entries=8)
-def _model(checkpoint: str, mtime: float):
-    return predict.load_run_model(checkpoint)
 
 
 source = st.segmented_control("Image from", ["Upload", "Camera"], default="Upload", key="predict_source")
@@ -44,15 +41,23 @@ except TLabError as e:
     st.error(str(e))
     st.stop()
 st.image(preview[0].permute(1, 2, 0).numpy(), caption="your image, centre-cropped as the models see it", width=160)
+models: dict[str, predict.LoadedModel | TLabError] = {}
+for run_id in selected:
+    try:
+        models[run_id] = seeing.run_model(run_id)
+    except TLabError as e:
+        models[run_id] = e
+cam_class = seeing.gradcam_class_picker([m for m in models.values() if isinstance(m, predict.LoadedModel)])
 with st.container(key="predictions"):
     cols = st.columns(len(selected))
     for col, run_id in zip(cols, selected):
         row = s.run(run_id)
-        ckpt = paths.run_dir(run_id) / "checkpoint.pt"
         with col:
-            st.markdown(f"**{label(row)}**")
+            st.markdown(f"**{seeing.md(label(row))}**")
+            loaded = models[run_id]
             try:
-                loaded = _model(str(ckpt), ckpt.stat().st_mtime if ckpt.exists() else 0.0)
+                if isinstance(loaded, TLabError):
+                    raise loaded
                 top = predict.predict(loaded, content, k=5)
             except TLabError as e:
                 st.error(str(e))
@@ -60,3 +65,4 @@ with st.container(key="predictions"):
             st.table([{"class": c, "probability": f"{p:.3f}"} for c, p in top])
             st.plotly_chart(charts.topk_bars(top, title=""), width="stretch", key=f"pred_{run_id}",
                             config={"displayModeBar": False})
+            seeing.gradcam_panel(loaded, content, cam_class, key=f"gradcam_{run_id}")

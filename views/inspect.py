@@ -1,0 +1,190 @@
+"""Inspect: inside one trained run. How fine-tuning reshaped the feature
+space, what the first layer's filters and each stage's feature maps look
+like, and the model exported for use elsewhere."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+from core import charts, data, embeddings, explain, export, predict
+from core.errors import TLabError
+from ui import seeing
+from ui.common import config_of, label, store
+
+st.title("Inspect")
+st.caption("Inside one trained run: its feature space before and after training, what its layers learned, "
+           "and the model as a file to take elsewhere.")
+s = store()
+runs = s.runs()
+finished = runs[runs["status"] == "finished"] if not runs.empty else runs
+if finished.empty:
+    st.info("No finished runs yet: train one on the Experiment page.")
+    st.stop()
+by_id = {r["id"]: r for r in finished.iloc[::-1].to_dict("records")}
+run_id = st.selectbox("Run", list(by_id), key="inspect_run", format_func=lambda i: label(by_id[i]))
+row = s.run(run_id)
+try:
+    loaded = seeing.run_model(run_id)
+except TLabError as e:
+    st.error(str(e))
+    st.stop()
+cfg = config_of(row)
+start_name = "pretrained start" if cfg["strategy"] != "scratch" else "random start"
+
+
+@st.cache_data(show_spinner="Extracting features and projecting…", max_entries=16)
+def _embedding(run_id: str, mtime: float, method: str, max_points: int):
+    m = seeing.run_model(run_id)
+    split = data.run_split(m.config, "test")
+    idx = embeddings.subsample(split.y, max_points, int(m.config.get("seed", 0)))
+    x, y = split.x[idx], split.y[idx]
+    out = {"y": y.numpy()}
+    for stage, model in (("before", embeddings.initial_model(m.config, m.num_classes)), ("after", m.model)):
+        feats = embeddings.extract(model, m.spec, x)
+        out[stage] = (embeddings.project(feats, method, int(m.config.get("seed", 0))), embeddings.separation(feats, y))
+    return out
+
+
+@st.cache_resource(show_spinner="Rebuilding the starting weights…", max_entries=4)
+def _start_model(run_id: str, mtime: float):
+    m = seeing.run_model(run_id)
+    return embeddings.initial_model(m.config, m.num_classes)
+
+
+def _mtime() -> float:
+    ckpt = loaded.checkpoint
+    return ckpt.stat().st_mtime if ckpt and ckpt.exists() else 0.0
+
+
+space, layers, maps, files = st.tabs(["Feature space", "First-layer filters", "Feature maps", "Export"])
+
+with space:
+    st.caption(f"Test images through {loaded.spec.title}'s penultimate layer (what the classifier sees), projected "
+               "to 2-D and coloured by class: at the start of training and after it.")
+    c1, c2 = st.columns(2)
+    method = c1.segmented_control("Projection", ["pca", "tsne"], default="pca", key="inspect_method",
+                                  format_func={"pca": "PCA", "tsne": "t-SNE"}.get,
+                                  help="PCA: the two directions of largest variance. t-SNE: keeps neighbourhoods, "
+                                       "not distances between clusters.") or "pca"
+    max_points = c2.number_input("At most this many test images", 100, 5000, 1000, step=100, key="inspect_points")
+    try:
+        emb = _embedding(run_id, _mtime(), method, int(max_points))
+    except TLabError as e:
+        st.error(str(e))
+    else:
+        c1, c2 = st.columns(2)
+        for col, stage, title in ((c1, "before", f"Before training ({start_name})"), (c2, "after", "After training")):
+            xy, sep = emb[stage]
+            col.plotly_chart(charts.embedding_scatter(xy, emb["y"], loaded.class_names, title,
+                                                      f"class separation {sep:.1%} (nearest class centre)"),
+                             width="stretch", key=f"inspect_emb_{stage}", config=seeing.NO_BAR)
+        with st.container(key="inspect_separation"):
+            st.write(f"Class separation (leave-one-out nearest class centre on the features): "
+                     f"**{emb['before'][1]:.1%}** before, **{emb['after'][1]:.1%}** after training.")
+
+with layers:
+    st.caption("The first convolution's filters, each stretched to its own range. Pretrained early layers hold "
+               "generic edge, colour and texture detectors; from a random start they begin as noise.")
+    pictures = []
+    try:
+        conv_name, _ = explain.first_conv(loaded.model)
+        pictures.append((start_name, explain.first_conv_filters(_start_model(run_id, _mtime()))[1]))
+        pictures.append(("after training", explain.first_conv_filters(loaded.model)[1]))
+    except TLabError as e:
+        st.info(str(e))
+        conv_name = None
+    twins = [r for r in s.runs(row["group_id"]).to_dict("records")
+             if r["id"] != run_id and r["status"] == "finished" and r["strategy"] == "scratch"
+             and r["backbone"] == cfg["backbone"]] if conv_name and cfg["strategy"] != "scratch" else []
+    if twins:
+        try:
+            pictures.append(("scratch twin, after training", explain.first_conv_filters(seeing.run_model(twins[0]["id"]).model)[1]))
+        except TLabError as e:
+            st.warning(str(e))
+    if pictures:
+        with st.container(key="inspect_filters"):
+            cols = st.columns(len(pictures))
+            for col, (title, pic) in zip(cols, pictures):
+                col.image(pic, caption=f"{title} · {conv_name}", width="stretch")
+        if conv_name and not twins and cfg["strategy"] != "scratch":
+            st.caption("This run's group has no finished scratch twin to compare with.")
+
+with maps:
+    st.caption("What each stage makes of one image, stem to last stage: the most active channels of each. Early "
+               "stages respond to edges and colours at full resolution; later ones to parts, coarser.")
+    source = st.segmented_control("Image", ["A test image", "Upload"], default="A test image", key="inspect_source") or "A test image"
+    x = None
+    if source == "Upload":
+        up = st.file_uploader("Image (PNG, JPEG, WebP, BMP)", type=["png", "jpg", "jpeg", "webp", "bmp"], key="inspect_file")
+        if up is not None:
+            try:
+                x = predict.load_image(up.getvalue(), loaded.image_size)
+            except TLabError as e:
+                st.error(str(e))
+    else:
+        try:
+            ev = seeing.run_evaluation(run_id)
+            i = st.number_input(f"Test image number (0 to {len(ev) - 1})", 0, max(0, len(ev) - 1), 0, key="inspect_index")
+            x = ev.x[int(i) : int(i) + 1]
+            st.caption(f"true class: {ev.class_names[ev.y[int(i)]]} · predicted: {ev.class_names[ev.predicted[int(i)]]}")
+        except TLabError as e:
+            st.error(str(e))
+    if x is not None:
+        try:
+            stages = explain.feature_maps(loaded.model, loaded.spec, x, per_stage=8)
+        except TLabError as e:
+            st.info(str(e))
+        else:
+            with st.container(key="inspect_maps"):
+                st.image(explain.upscale(explain.to_rgb(x), 96), caption="input, as the model sees it", width=96)
+                for stage in stages:
+                    where = "" if stage.module == stage.group else f" ({stage.module})"
+                    st.image(explain.maps_strip(stage.maps),
+                             caption=f"{stage.group}{where}: {stage.channels} channels at {stage.size[0]}×{stage.size[1]}, "
+                                     f"the {len(stage.indices)} most active")
+
+with files:
+    st.caption("TorchScript and ONNX take RGB images scaled to [0, 1], "
+               f"{loaded.image_size}×{loaded.image_size}, any batch size, and return logits; the normalisation is "
+               "inside them. The checkpoint ZIP holds the state dict, config.json and the class names.")
+
+    @st.cache_data(show_spinner=False, max_entries=8)
+    def _export_bytes(run_id: str, mtime: float, fmt: str) -> bytes:
+        return export.to_bytes(seeing.run_model(run_id), fmt)
+
+    c1, c2, c3 = st.columns(3)
+    c1.download_button("Checkpoint (.zip: .pt + config.json)", lambda: _export_bytes(run_id, _mtime(), "pt"),
+                       file_name=export.file_name(run_id, "pt"), mime=export.MIME["pt"], key="export_pt",
+                       on_click="ignore", width="stretch")
+    for col, fmt, title in ((c2, "torchscript", "TorchScript"), (c3, "onnx", "ONNX")):
+        with col:
+            done = st.session_state.get(f"export_{fmt}_check", {}).get(run_id)
+            if done is None:
+                if st.button(f"Build {title}", key=f"export_build_{fmt}", width="stretch",
+                             help="Export, then check it against the PyTorch model on the test images."):
+                    try:
+                        with st.spinner(f"Exporting to {title} and checking it…"):
+                            content = _export_bytes(run_id, _mtime(), fmt)
+                            with tempfile.TemporaryDirectory() as tmp:
+                                path = Path(tmp) / export.file_name(run_id, fmt)
+                                path.write_bytes(content)
+                                try:
+                                    v = export.verify_run(path, fmt, loaded)
+                                    check = (v.max_abs_diff, v.top1_agreement, v.images)
+                                except export.CheckerMissing:
+                                    check = (None, None, 0)
+                        st.session_state.setdefault(f"export_{fmt}_check", {})[run_id] = check
+                        st.rerun()
+                    except TLabError as e:
+                        st.error(str(e))
+            else:
+                diff, agree, n = done
+                st.download_button(f"{title} ({export.FORMATS[fmt]})", lambda fmt=fmt: _export_bytes(run_id, _mtime(), fmt),
+                                   file_name=export.file_name(run_id, fmt), mime=export.MIME[fmt], key=f"export_{fmt}",
+                                   on_click="ignore", type="primary", width="stretch")
+                st.caption(f"checked on {n} test images: same top-1 for {agree:.1%}, largest logit difference {diff:.1e}"
+                           if n else "not checked here: onnxruntime is not installed (pip install onnxruntime)")
+    st.caption("From a terminal: `python -m core export --run RUN_ID --format pt|torchscript|onnx --verify`.")
