@@ -87,6 +87,7 @@ def _config(args):
         device=getattr(args, "device", "auto"), augment=getattr(args, "augment", False),
         weights=getattr(args, "weights", None), freeze_stages=args.freeze_stages,
         lr_decay=args.lr_decay, unfreeze_every=args.unfreeze_every, name=getattr(args, "name", "") or "",
+        processes=getattr(args, "processes", None) or 1,
     )
     return validate(cfg)
 
@@ -178,9 +179,14 @@ def _finish(args, row: dict) -> int:
 
 
 def cmd_train(args) -> int:
-    from core import jobs
+    from core import cli_distributed, jobs
 
-    row = jobs.run_foreground(_config(args), listeners=(_Progress(not args.no_progress),))
+    cfg = cli_distributed.train_config(args, _config(args))
+    if cfg.processes > 1 and not cli_distributed.under_torchrun():
+        return cli_distributed.train_with_torchrun(cfg.processes, args.argv)
+    row = jobs.run_foreground(cfg, listeners=(_Progress(not args.no_progress),))
+    if row is None:
+        return 0  # another process of a torchrun group: rank 0 reports the run
     return _finish(args, row)
 
 
@@ -253,8 +259,9 @@ def cmd_cancel(args) -> int:
 def cmd_resume(args) -> int:
     from core import jobs
 
-    jobs.resume(args.run_id)
-    print(f"run {args.run_id}: queued to resume from its last checkpoint")
+    jobs.resume(args.run_id, processes=args.processes)
+    print(f"run {args.run_id}: queued to resume from its last checkpoint"
+          + (f" on {args.processes} process(es)" if args.processes else ""))
     return 0
 
 
@@ -365,6 +372,7 @@ def _strategy_options(p: argparse.ArgumentParser) -> None:
 COMMAND_MODULES: tuple[str, ...] = (
     "cli_predict",
     "cli_inspect",  # explain, evaluate, embed, filters, feature-maps, lr-find, export
+    "cli_distributed",  # run-rank: one process of a run under torchrun
 )
 
 
@@ -436,6 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--json", action="store_true")
         if name == "wait":
             sp.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+        if name == "resume":
+            sp.add_argument("--processes", type=int, default=None,
+                            help="continue on this many processes (default: as before); any number resumes a checkpoint")
         sp.set_defaults(func=fn)
     sp = sub.add_parser("worker", help="drain the run queue (started for you by launch)")
     sp.set_defaults(func=cmd_worker)
@@ -458,11 +469,16 @@ def _train_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--weights", default=None, help="a weights file (state dict) to start from")
     sp.add_argument("--name", default="", help="a name for the run")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp.add_argument("--processes", type=int, default=None,
+                    help="train over N processes with DDP, one per GPU (started with torchrun); "
+                         "--batch-size is the global batch. Default: 1, or torchrun's process count under torchrun")
     sp.add_argument("--json", action="store_true")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:

@@ -41,6 +41,12 @@ class RunConfig:
     teacher: str | None = None
     temperature: float = 4.0
     alpha: float = 0.9
+    # Processes training this run together, one per GPU (torchrun + DDP; gloo on a CPU).
+    # `batch_size` is the GLOBAL batch: each process takes batch_size / processes of it,
+    # and `lr` is the learning rate for that global batch. So the data order, the steps
+    # per epoch and the LR schedule are the same for any number of processes (no linear
+    # LR scaling): only BatchNorm statistics, computed per process, see smaller batches.
+    processes: int = 1
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -104,6 +110,11 @@ def validate(cfg: RunConfig) -> RunConfig:
            f"distillation temperature must be in (0, 100] (got {cfg.temperature}); 4 is usual.")
     _check(isinstance(cfg.alpha, (int, float)) and 0 <= cfg.alpha <= 1,
            f"distillation alpha must be between 0 and 1 (got {cfg.alpha}); 0.9 weighs the teacher's soft targets most.")
+    _check(isinstance(cfg.processes, int) and 1 <= cfg.processes <= 1024,
+           f"processes must be a whole number between 1 and 1024 (got {cfg.processes}); 1 trains in one process.")
+    _check(cfg.batch_size % cfg.processes == 0,
+           f"batch size {cfg.batch_size} is the global batch and must split evenly over {cfg.processes} processes: "
+           f"use a multiple of {cfg.processes}, e.g. {max(cfg.processes, cfg.batch_size - cfg.batch_size % cfg.processes)}.")
     if cfg.dataset.startswith(data.FOLDER_PREFIX):
         folder = data.folder_path(cfg.dataset)  # under an allowed root, or a ConfigError that says how to allow it
         _check(folder.exists(), f"Folder or ZIP {folder} does not exist. Give a folder with one subfolder per class, or a ZIP of them.")

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core import backbones, data, faults, strategies
+from core.distributed import SINGLE, Dist
 from core.config import RunConfig, validate
 from core.errors import ConfigError, TLabError
 from core.strategies import LayerPlan
@@ -45,6 +46,7 @@ class RunStart:
     plan: LayerPlan
     steps_per_epoch: int
     start_epoch: int  # 1-based epoch this process starts at (>1 when resuming)
+    world_size: int = 1  # processes training this run together (torchrun)
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,8 @@ class Step:
     step: int  # global, 1-based
     loss: float
     lr: float  # the head's learning rate
-    images_per_second: float
+    images_per_second: float  # all processes together
+    rank_images_per_second: tuple[float, ...] = ()  # each process's own, when there are several
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,7 @@ class RunResult:
     device: str = ""
     checkpoint: str = ""
     feature_cache: bool = False
+    world_size: int = 1
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -219,15 +223,17 @@ def lr_factor(step: int, total: int) -> float:
 
 class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: Path, run_id: str | None = None,
-                 listeners: tuple[Listener, ...] = (), should_stop: Callable[[], bool] | None = None):
+                 listeners: tuple[Listener, ...] = (), should_stop: Callable[[], bool] | None = None,
+                 dist: Dist = SINGLE):
         self.cfg = validate(cfg)
+        self.dist = dist  # the other processes of this run, if any: see core/distributed.py
         self.run_id = run_id or new_run_id()
         self.run_dir = Path(run_dir)
         self.listeners = list(listeners)
         self.should_stop = should_stop or (lambda: False)
         self.spec = backbones.get(cfg.backbone)
         self.strategy = strategies.get(cfg.strategy)
-        self.device = resolve_device(cfg.device)
+        self.device = dist.device(resolve_device(cfg.device))
         self.cuda = self.device.type == "cuda"
 
     def emit(self, event: Event) -> None:
@@ -255,26 +261,31 @@ class Trainer:
         model.eval()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for i in range(0, len(split), EVAL_BATCH):
-            xb = split.x[i : i + EVAL_BATCH]
-            yb = split.y[i : i + EVAL_BATCH].to(self.device)
+        start, stop = self.dist.shard(len(split))  # each process scores its share
+        for i in range(start, stop, EVAL_BATCH):
+            xb = split.x[i : min(stop, i + EVAL_BATCH)]
+            yb = split.y[i : min(stop, i + EVAL_BATCH)].to(self.device)
             x = xb.to(self.device) if features else self._prep(xb)
             with self._autocast():
                 logits = model(x).float()
             loss_sum += F.cross_entropy(logits, yb, reduction="sum")
             correct += (logits.argmax(1) == yb).sum()
+        loss_sum, correct = self.dist.sum_(loss_sum), self.dist.sum_(correct)
         n = max(1, len(split))
         return float(loss_sum) / n, float(correct) / n
 
     @torch.inference_mode()
     def _features(self, model: nn.Module, split: data.Split) -> data.Split:
         model.eval()
+        start, stop = self.dist.shard(len(split))  # each process computes its share, then all gather them
+        stop = max(stop, start + 1)  # an empty share still needs the feature width for the gather
         out = []
         with head_removed(model, self.spec.head):
-            for i in range(0, len(split), EVAL_BATCH):
+            for i in range(start, stop, EVAL_BATCH):
                 with self._autocast():
-                    out.append(model(self._prep(split.x[i : i + EVAL_BATCH])).float())
-        return data.Split(torch.cat(out), split.y.to(self.device))
+                    out.append(model(self._prep(split.x[i : min(stop, i + EVAL_BATCH)])).float())
+        feats = torch.cat(out)[: self.dist.shard(len(split))[1] - start]
+        return data.Split(self.dist.gather_rows(feats, len(split)), split.y.to(self.device))
 
     def _group_params(self, model: nn.Module) -> dict[str, list[nn.Parameter]]:
         owner = backbones.group_of_parameters(self.spec, model)
@@ -289,21 +300,27 @@ class Trainer:
         cfg, spec = self.cfg, self.spec
         t_start = time.perf_counter()
         torch.manual_seed(cfg.seed)
-        bundle = data.load(cfg.dataset, cfg.image_size, cfg.seed, cfg.labels_per_class, cfg.val_fraction, cfg.test_fraction)
+        dist = self.dist
+        with dist.main_first():  # one download or decode into the data folder, the others then read it
+            bundle = data.load(cfg.dataset, cfg.image_size, cfg.seed, cfg.labels_per_class, cfg.val_fraction, cfg.test_fraction)
         if len(bundle.train) < 1:
             raise ConfigError("The training set is empty.")
         model = backbones.create_model(spec, bundle.num_classes, cfg.image_size, self.strategy.pretrained, cfg.weights)
         model.to(self.device)
         if self.cuda:
             model.to(memory_format=torch.channels_last)
+        self.model = model  # kept after run(): the trained weights and the last step's gradients
         plan = strategies.make_plan(spec, model, cfg, 0)
+        dist.check_same("layer plan", plan.rows())
         optimizer = strategies.build_optimizer(spec, model, plan, cfg.weight_decay)
         groups = self._group_params(model)
         w0 = {g: [p.detach().clone() for p in ps] for g, ps in groups.items()}
 
         start_epoch, best_val, step = 1, None, 0
-        if resume_from is not None:
-            ckpt = torch.load(resume_from, map_location=self.device, weights_only=True)
+        # Rank 0 reads the checkpoint and hands it to the others: no shared folder needed for it.
+        ckpt = dist.broadcast(torch.load(resume_from, map_location="cpu", weights_only=True)
+                              if resume_from is not None and dist.is_main else None)
+        if ckpt is not None:
             model.load_state_dict(ckpt["model"])
             start_epoch = int(ckpt["epoch"]) + 1
             best_val, step = ckpt.get("best_val_accuracy"), int(ckpt.get("step", 0))
@@ -329,6 +346,8 @@ class Trainer:
         else:
             train_x, train_y = bundle.train.x, bundle.train.y
             fwd = model
+        net = fwd  # what trains: the model, or the head on cached features
+        fwd = dist.wrap(net, self.device)
 
         n_train = len(train_y)
         if cfg.steps:  # a fixed budget of steps, batches drawn with replacement
@@ -336,8 +355,14 @@ class Trainer:
             steps_per_epoch = math.ceil(cfg.steps / cfg.epochs)
         else:
             bs = min(cfg.batch_size, n_train)
-            steps_per_epoch = max(1, n_train // bs)  # drop the ragged last batch: BatchNorm needs > 1 sample
+            bs -= bs % dist.world_size  # a global batch splits evenly over the processes
+            steps_per_epoch = max(1, n_train // max(1, bs))  # drop the ragged last batch: BatchNorm needs > 1 sample
         total_steps = steps_per_epoch * cfg.epochs
+        if bs < dist.world_size or bs % dist.world_size:
+            raise ConfigError(f"batch size {bs} does not split evenly over {dist.world_size} processes: "
+                              f"use a multiple of {dist.world_size}.")
+        local_bs = bs // dist.world_size  # this process's slice of every global batch
+        local = slice(dist.rank * local_bs, (dist.rank + 1) * local_bs)
 
         teacher, soft_targets = None, None
         if cfg.teacher:
@@ -353,7 +378,7 @@ class Trainer:
         self.emit(RunStart(self.run_id, cfg, str(self.device), tuple(bundle.class_names),
                            {"train": len(bundle.train), "val": len(bundle.val), "test": len(bundle.test),
                             "skipped": bundle.skipped},
-                           plan, steps_per_epoch, start_epoch))
+                           plan, steps_per_epoch, start_epoch, dist.world_size))
         if not cfg.steps and cfg.batch_size > n_train:
             self.emit(Note(f"batch size {cfg.batch_size} is larger than the {n_train} training images: "
                            f"each step uses all {n_train}"))
@@ -362,10 +387,12 @@ class Trainer:
 
         result = RunResult(self.run_id, "running", epochs=start_epoch - 1, device=str(self.device),
                            trainable_params=plan.trainable_params, total_params=plan.total_params,
-                           feature_cache=use_cache, best_val_accuracy=best_val)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+                           feature_cache=use_cache, best_val_accuracy=best_val, world_size=dist.world_size)
+        if dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         ckpt_path = self.run_dir / "checkpoint.pt"
         aug_gen = torch.Generator().manual_seed(cfg.seed + 7919) if cfg.augment else None
+        aug_stream = cfg.seed * 1_000_003 + 7919 * dist.rank  # each process augments its own slice differently
         images_seen, train_seconds = 0, 0.0
         status, reason = "finished", ""
         try:
@@ -374,6 +401,7 @@ class Trainer:
                 if new_plan.group_table() != plan.group_table():
                     plan = new_plan
                     strategies.apply_plan(spec, model, plan, optimizer)
+                    fwd = dist.wrap(net, self.device)  # DDP syncs the parameters trainable when it was built
                     self.emit(PlanChange(epoch, plan))
                 result.trainable_params = max(result.trainable_params, plan.trainable_params)
                 if use_cache:
@@ -381,7 +409,7 @@ class Trainer:
                 else:
                     strategies.set_train_mode(spec, model, plan)
                 if aug_gen is not None:  # resumable: the augmentation stream depends only on seed and epoch
-                    aug_gen.manual_seed(cfg.seed * 1_000_003 + epoch)
+                    aug_gen.manual_seed(aug_stream + epoch)
                 epoch_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
                 if cfg.steps:
                     order = torch.randint(n_train, (steps_per_epoch * bs,), generator=epoch_gen)
@@ -397,9 +425,9 @@ class Trainer:
                 window_loss = torch.zeros((), device=self.device)
                 t_window, window_imgs = time.perf_counter(), 0
                 for i in range(steps_per_epoch):
-                    if self.should_stop():
+                    if not dist.enabled and self.should_stop():  # several processes agree on stopping below
                         raise Cancelled()
-                    idx = order[i * bs : (i + 1) * bs]
+                    idx = order[i * bs : (i + 1) * bs][local]
                     yb = train_y[idx]
                     t_logits = None
                     if use_cache:
@@ -439,18 +467,31 @@ class Trainer:
                     correct += (logits.detach().argmax(1) == yb).sum()
                     if step % log_every == 0 or i == steps_per_epoch - 1:
                         n_in_window = (i % log_every) + 1 if i == steps_per_epoch - 1 else log_every
-                        mean_loss = float(window_loss) / n_in_window
+                        now = time.perf_counter()
+                        rate = window_imgs / max(now - t_window, 1e-9)
+                        # One small all-reduce: the loss of every process, rank 0's stop request, each rate.
+                        rates = [0.0] * dist.world_size
+                        rates[dist.rank] = rate
+                        stop = dist.enabled and self.should_stop()
+                        synced = dist.sync_flags([float(window_loss), float(stop), *rates])
+                        mean_loss = synced[0] / dist.world_size / n_in_window
                         if not math.isfinite(mean_loss):
                             raise Diverged(
                                 f"loss became {mean_loss} at epoch {epoch}, step {step}: "
                                 f"lower the learning rate (it was {strategies.base_lr(cfg):g})."
                             )
-                        now = time.perf_counter()
-                        self.emit(Step(epoch, step, mean_loss, optimizer.param_groups[-1]["lr"],
-                                       window_imgs / max(now - t_window, 1e-9)))
+                        rates = tuple(synced[2:])
+                        self.emit(Step(epoch, step, mean_loss, optimizer.param_groups[-1]["lr"], sum(rates),
+                                       rates if dist.enabled else ()))
                         window_loss.zero_()
                         t_window, window_imgs = now, 0
+                        if synced[1]:
+                            raise Cancelled()
                 epoch_seconds = time.perf_counter() - t_epoch
+                if dist.enabled:  # the epoch's metrics are over every process's images
+                    totals = dist.sum_(torch.stack([loss_sum.double(), correct.double(),
+                                                    torch.tensor(float(seen), dtype=torch.float64, device=self.device)]))
+                    loss_sum, correct, seen = totals[0], totals[1], int(totals[2])
                 images_seen += seen
                 train_seconds += epoch_seconds
                 if use_cache:
@@ -462,6 +503,8 @@ class Trainer:
                 result.epochs, result.val_accuracy, result.best_val_accuracy = epoch, val_acc, best_val
                 self.emit(EpochEnd(epoch, train_loss, float(correct) / max(1, seen), val_loss, val_acc,
                                    epoch_seconds, seen / max(epoch_seconds, 1e-9)))
+                if not dist.is_main:
+                    continue  # rank 0 alone reports layer stats and writes the checkpoint
                 self.emit(LayerStats(epoch, self._layer_rows(plan, groups, w0, grad_sq, steps_per_epoch)))
                 save_atomic({
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),

@@ -4,7 +4,8 @@
 A worker (`python -m core worker`, detached in its own session) claims queued
 runs one at a time, trains each in its own process memory, and exits when the
 queue is empty. Runs of a side-by-side group share the device: one worker per
-run, the CPU cores split between them.
+run, the CPU cores split between them. A run with `processes > 1` is trained
+by `torchrun` (DDP over that many processes), which the worker starts and waits for.
 """
 
 from __future__ import annotations
@@ -40,10 +41,24 @@ def _cores() -> int:
 # --- launching ---------------------------------------------------------------------
 
 
+def check_processes_fit(cfg: RunConfig) -> None:
+    """A run this machine's worker will start with `torchrun --nproc-per-node
+    processes`: on CUDA it needs that many GPUs here."""
+    if cfg.processes <= 1 or cfg.device not in ("cuda", "auto"):
+        return
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus and cfg.processes > gpus:
+        raise TLabError(f"{cfg.processes} processes asked for, but this machine has {gpus} GPU(s): use at most {gpus} "
+                        "(one process per GPU), or start the run on several machines with torchrun (see the README).")
+
+
 def launch(cfg: RunConfig, store: Store | None = None, group_id: str | None = None,
            side_by_side: bool = False, start_worker: bool = True, kind: str = "") -> str:
     """Queue one run; returns its id at once."""
     validate(cfg)
+    check_processes_fit(cfg)
     store = store or Store()
     run_id = store.add_run(cfg.to_json(), cfg.name, group_id, "queued", side_by_side=side_by_side, kind=kind)
     if start_worker:
@@ -116,15 +131,20 @@ def cancel(run_id: str, store: Store | None = None) -> str:
     return (store or Store()).request_cancel(run_id)
 
 
-def resume(run_id: str, store: Store | None = None) -> None:
+def resume(run_id: str, store: Store | None = None, processes: int | None = None) -> None:
     """Queue an interrupted, cancelled or failed run again; it continues from its
-    last checkpoint (or from the start if it had none)."""
+    last checkpoint (or from the start if it had none), on `processes`
+    processes if given (a checkpoint resumes on any number of them)."""
     store = store or Store()
     r = store.run(run_id)
     if r["status"] not in ("interrupted", "cancelled", "failed"):
         raise StoreError(f"Run {run_id} is {r['status']}: only interrupted, cancelled or failed runs can be resumed.")
-    store.set_status(run_id, "queued", "", ended=None, cancel_requested=0)
-    store.log(run_id, "queued to resume")
+    cfg = RunConfig.from_json(r["config"])
+    if processes is not None and processes != cfg.processes:
+        cfg = validate(cfg.replace(processes=processes))
+    check_processes_fit(cfg)
+    store.set_status(run_id, "queued", "", ended=None, cancel_requested=0, config=cfg.to_json())
+    store.log(run_id, "queued to resume" + (f" on {cfg.processes} processes" if cfg.processes > 1 else ""))
     ensure_workers(store)
 
 
@@ -164,31 +184,50 @@ class _CancelPoll:
         return self.value
 
 
-def execute(store: Store, run_id: str, listeners: tuple = ()) -> dict:
-    """Train a run already marked running by this process; record how it ends."""
-    from core import engine
+def execute(store: Store | None, run_id: str, listeners: tuple = (), ctx=None) -> dict | None:
+    """Train a run already marked running; record how it ends. Under torchrun
+    every process calls this: rank 0 (with the store) reads the run and hands its
+    settings to the others, and alone records; the others return None."""
+    from core import distributed, engine
 
-    row = store.run(run_id)
+    ctx = ctx or distributed.SINGLE
+    main = ctx.is_main
+    run_dir = paths.run_dir(run_id)
+    ckpt = run_dir / "checkpoint.pt"
     cfg = None
     try:
-        cfg = RunConfig.from_json(row["config"])
-        run_dir = paths.run_dir(run_id)
-        ckpt = run_dir / "checkpoint.pt"
-        resume_from = ckpt if ckpt.exists() else None  # the listener drops metrics past it
-        trainer = engine.Trainer(cfg, run_dir, run_id, (StoreListener(store, run_id), *listeners), _CancelPoll(store, run_id))
+        config_json, resume = ctx.broadcast((store.run(run_id)["config"], ckpt.exists()) if main else None)
+        cfg = RunConfig.from_json(config_json)
+        resume_from = ckpt if resume else None  # the listener drops metrics past it
+        trainer = engine.Trainer(cfg, run_dir, run_id, (StoreListener(store, run_id), *listeners) if main else (),
+                                 _CancelPoll(store, run_id) if main else None, ctx)
         result = trainer.run(resume_from=resume_from)
     except KeyboardInterrupt:
-        store.set_status(run_id, "cancelled", "interrupted from the keyboard: resume it to continue")
+        if main:
+            store.set_status(run_id, "cancelled", "interrupted from the keyboard: resume it to continue")
         raise
-    except Exception as e:
+    except (Exception, distributed.Terminated) as e:
+        lost = distributed.is_peer_failure(e)
+        if not main:
+            if lost:
+                return None
+            raise
         first, tb = format_exception(e)
-        if cfg is not None and engine.is_out_of_memory(e):  # before the first step (model, feature cache): same advice
-            first = engine.out_of_memory_reason(cfg)
-        del e
-        engine.release_memory()  # the next run in this worker starts with the memory given back
-        store.log(run_id, f"failed: {first}", "error", tb)
-        store.set_status(run_id, "failed", first)
+        if not lost:
+            if cfg is not None and engine.is_out_of_memory(e):  # before the first step (model, feature cache): same advice
+                first = engine.out_of_memory_reason(cfg)
+            del e
+            engine.release_memory()  # the next run in this worker starts with the memory given back
+            store.log(run_id, f"failed: {first}", "error", tb)
+            store.set_status(run_id, "failed", first)
+            return store.run(run_id)
+        reason = (f"another process of this run stopped ({first}); every process stopped: "
+                  "resume it to continue from the last checkpoint")
+        store.log(run_id, "interrupted: a process of the run was lost", "warning", tb)
+        store.set_status(run_id, "interrupted", reason)
         return store.run(run_id)
+    if not main:
+        return None
     if result.status == "failed":
         engine.release_memory()
     store.set_status(run_id, result.status, result.reason, result=json.dumps(result.to_dict()),
@@ -199,14 +238,80 @@ def execute(store: Store, run_id: str, listeners: tuple = ()) -> dict:
     return store.run(run_id)
 
 
-def run_foreground(cfg: RunConfig, listeners: tuple = (), store: Store | None = None) -> dict:
-    """`python -m core train`: train here and now, recorded in the store like any run."""
+def run_foreground(cfg: RunConfig, listeners: tuple = (), store: Store | None = None) -> dict | None:
+    """`python -m core train`: train here and now, recorded in the store like any
+    run. Under torchrun, one process of the run: rank 0 records it and returns
+    its row, the other processes return None."""
+    from core import distributed
+
     validate(cfg)
+    ctx = distributed.init(cfg.device)
+    if ctx.enabled:
+        return _run_as_rank(cfg, listeners, store, ctx)
     store = store or Store()
     pid = os.getpid()
     run_id = store.add_run(cfg.to_json(), cfg.name, status="running")
     store.set_status(run_id, "running", worker_pid=pid, pid_start=_pid_start(pid), started=time.time())
     return execute(store, run_id, listeners)
+
+
+def _run_as_rank(cfg: RunConfig, listeners: tuple, store: Store | None, ctx) -> dict | None:
+    from core import distributed
+
+    distributed.on_sigterm()
+    try:
+        ctx.check_same("settings", cfg.to_json())
+        run_id = None
+        if ctx.is_main:
+            store = store or Store()
+            pid = os.getpid()
+            run_id = store.add_run(cfg.to_json(), cfg.name, status="running")
+            store.set_status(run_id, "running", worker_pid=pid, pid_start=_pid_start(pid), started=time.time())
+        run_id = ctx.broadcast(run_id)
+    except (Exception, distributed.Terminated) as e:
+        if isinstance(e, TLabError) or not distributed.is_peer_failure(e):
+            raise
+        raise distributed.PeerLost(f"process 0 stopped before the run started (see its message): {e}") from None
+    try:
+        return execute(store if ctx.is_main else None, run_id, listeners if ctx.is_main else (), ctx)
+    finally:
+        distributed.shutdown()
+
+
+def execute_rank(run_id: str) -> dict | None:
+    """One process of a queued run the worker started under torchrun (`run-rank`).
+    The worker names the run's device in the environment: every process must
+    pick the same backend before it can hear anything from rank 0."""
+    from core import distributed
+
+    ctx = distributed.init(os.environ.get("TLAB_RUN_DEVICE", "auto"))
+    distributed.on_sigterm()
+    try:
+        return execute(Store(recover=False) if ctx.is_main else None, run_id, (), ctx)
+    finally:
+        distributed.shutdown()
+
+
+def _execute_torchrun(store: Store, row: dict) -> None:
+    """A run with processes > 1: `torchrun --nproc-per-node N -m core run-rank ID`,
+    waited for; if its processes all ended without recording an end, the run
+    is interrupted (resumable)."""
+    from core import distributed
+
+    cfg = RunConfig.from_json(row["config"])
+    env = dict(os.environ)
+    env["TLAB_HOME"] = str(paths.home().resolve())
+    env["TLAB_RUN_DEVICE"] = cfg.device
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    cmd = distributed.torchrun_command(cfg.processes, ["run-rank", row["id"]])
+    store.log(row["id"], f"starting {cfg.processes} processes with torchrun")
+    code = subprocess.call(cmd, env=env, stdin=subprocess.DEVNULL, close_fds=True)
+    r = store.run(row["id"])
+    if r["status"] == "running":
+        store.set_status(row["id"], "interrupted", f"its processes stopped (torchrun exit code {code}): "
+                                                   "resume it to continue from the last checkpoint")
+        store.log(row["id"], f"torchrun exited with code {code} before the run ended", "warning")
 
 
 def _set_threads(store: Store, row: dict) -> None:
@@ -241,7 +346,10 @@ def worker_main() -> int:
             _set_threads(store, row)
             log.info("worker %d: run %s", pid, row["id"])
             try:
-                execute(store, row["id"])
+                if RunConfig.from_json(row["config"]).processes > 1:
+                    _execute_torchrun(store, row)
+                else:
+                    execute(store, row["id"])
             except StoreError as e:  # the store itself failed (disk full...): stop, the run is recovered later
                 log.error("worker %d: %s", pid, e)
                 return 1

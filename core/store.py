@@ -108,6 +108,18 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT ''
     """,
+    # 3: runs over several processes (torchrun): how many trained it, and each one's throughput
+    """
+    ALTER TABLE runs ADD COLUMN world_size INTEGER NOT NULL DEFAULT 1;
+    CREATE TABLE rank_metrics (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        step INTEGER NOT NULL,
+        rank INTEGER NOT NULL,
+        epoch INTEGER NOT NULL,
+        images_per_second REAL,
+        PRIMARY KEY (run_id, step, rank)
+    ) WITHOUT ROWID
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -348,7 +360,7 @@ class Store:
     def truncate_after(self, run_id: str, epoch: int) -> None:
         """Drop metrics past `epoch` (a resume re-does them)."""
         with self.tx() as c:
-            for table in ("step_metrics", "epoch_metrics", "layer_stats"):
+            for table in ("step_metrics", "epoch_metrics", "layer_stats", "rank_metrics"):
                 c.execute(f"DELETE FROM {table} WHERE run_id = ? AND epoch > ?", (run_id, epoch))
             c.execute("UPDATE runs SET epochs_done = ? WHERE id = ?", (epoch, run_id))
 
@@ -383,14 +395,14 @@ class Store:
     def runs(self, group_id: str | None = None):
         import pandas as pd
 
-        sql = ("SELECT id, group_id, kind, name, status, reason, device, created, started, ended, epochs_done, "
+        sql = ("SELECT id, group_id, kind, name, status, reason, device, world_size, created, started, ended, epochs_done, "
                "best_val_accuracy, val_accuracy, test_accuracy, result, config FROM runs")
         args: tuple = ()
         if group_id:
             sql += " WHERE group_id = ?"
             args = (group_id,)
         df = pd.DataFrame([dict(r) for r in self.query(sql + " ORDER BY created, id", args)],
-                          columns=["id", "group_id", "kind", "name", "status", "reason", "device", "created", "started",
+                          columns=["id", "group_id", "kind", "name", "status", "reason", "device", "world_size", "created", "started",
                                    "ended", "epochs_done", "best_val_accuracy", "val_accuracy", "test_accuracy",
                                    "result", "config"])
         configs = [json.loads(c) for c in df["config"]]
@@ -403,12 +415,12 @@ class Store:
         return df.drop(columns=["result"])
 
     def metrics(self, run_ids: Iterable[str], kind: str = "epoch"):
-        """Epoch (or step) metrics of several runs, long format with a run_id column."""
+        """Epoch (or step, or per-process "rank") metrics of several runs, long format with a run_id column."""
         import pandas as pd
 
         ids = list(run_ids)
-        table = {"epoch": "epoch_metrics", "step": "step_metrics"}[kind]
-        order = "epoch" if kind == "epoch" else "step"
+        table = {"epoch": "epoch_metrics", "step": "step_metrics", "rank": "rank_metrics"}[kind]
+        order = "epoch" if kind == "epoch" else "step, rank" if kind == "rank" else "step"
         if not ids:
             return pd.DataFrame()
         marks = ",".join("?" * len(ids))
@@ -440,6 +452,7 @@ class StoreListener:
     def __init__(self, store: Store, run_id: str, flush_seconds: float = 2.0):
         self.store, self.run_id, self.flush_seconds = store, run_id, flush_seconds
         self.steps: list[tuple] = []
+        self.rank_steps: list[tuple] = []
         self.last_flush = time.monotonic()
 
     def __call__(self, event) -> None:
@@ -448,17 +461,22 @@ class StoreListener:
         if isinstance(event, engine.Step):
             self.steps.append((self.run_id, event.step, event.epoch, event.loss, event.lr,
                                event.images_per_second, time.time()))
+            self.rank_steps.extend((self.run_id, event.step, r, event.epoch, ips)
+                                   for r, ips in enumerate(event.rank_images_per_second))
             if time.monotonic() - self.last_flush >= self.flush_seconds:
                 self.flush()
         elif isinstance(event, engine.RunStart):
             self.store.truncate_after(self.run_id, event.start_epoch - 1)
             with self.store.tx() as c:
-                c.execute("UPDATE runs SET device=?, steps_per_epoch=?, class_names=?, plan=?, heartbeat=? WHERE id=?",
+                c.execute("UPDATE runs SET device=?, steps_per_epoch=?, class_names=?, plan=?, heartbeat=?, world_size=? "
+                          "WHERE id=?",
                           (event.device, event.steps_per_epoch, json.dumps(list(event.class_names)),
-                           json.dumps(event.plan.rows()), time.time(), self.run_id))
+                           json.dumps(event.plan.rows()), time.time(), event.world_size, self.run_id))
             sizes = ", ".join(f"{k} {v}" for k, v in event.sizes.items() if v or k != "skipped")
             self.store.log(self.run_id, f"{'resumed at' if event.start_epoch > 1 else 'started'} epoch {event.start_epoch} "
-                                        f"on {event.device}: {sizes} images")
+                                        f"on {event.device}"
+                                        + (f" x {event.world_size} processes" if event.world_size > 1 else "")
+                                        + f": {sizes} images")
         elif isinstance(event, engine.PlanChange):
             with self.store.tx() as c:
                 c.execute("UPDATE runs SET plan=? WHERE id=?", (json.dumps(event.plan.rows()), self.run_id))
@@ -478,9 +496,12 @@ class StoreListener:
 
     def flush(self, epoch=None) -> None:
         steps, self.steps = self.steps, []
+        rank_steps, self.rank_steps = self.rank_steps, []
         with self.store.tx() as c:
             if steps:
                 c.executemany("INSERT OR REPLACE INTO step_metrics VALUES (?,?,?,?,?,?,?)", steps)
+            if rank_steps:
+                c.executemany("INSERT OR REPLACE INTO rank_metrics VALUES (?,?,?,?,?)", rank_steps)
             if epoch is not None:
                 c.execute("INSERT OR REPLACE INTO epoch_metrics VALUES (?,?,?,?,?,?,?,?,?)",
                           (self.run_id, epoch.epoch, epoch.train_loss, epoch.train_accuracy, epoch.val_loss,
