@@ -1,0 +1,185 @@
+"""One run over two real processes: torchrun, gloo on 127.0.0.1, DDP, the real
+engine and a real SQLite store. Tiny settings (small_cnn, 16 px, a few steps)
+keep each launch to seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import NONET, ROOT, run_cli
+from core import backbones, engine, jobs
+from core.config import RunConfig
+from core.store import Store
+
+TINY = ["--dataset", "digits", "--backbone", "small_cnn", "--strategy", "scratch", "--image-size", "16",
+        "--device", "cpu", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def stop_workers_after(isolated_home):
+    yield
+    if (isolated_home / "tlab.sqlite").exists():
+        for pid in Store(isolated_home / "tlab.sqlite", recover=False).live_workers():
+            try:
+                os.killpg(pid, signal.SIGKILL)  # the worker and the torchrun it started
+            except ProcessLookupError:
+                pass
+
+
+def env(home: Path) -> dict:
+    return {**os.environ, "TLAB_HOME": str(home), "PYTHONPATH": os.pathsep.join([str(NONET), str(ROOT)]),
+            "TLAB_DIST_TIMEOUT": "60"}
+
+
+def torchrun(home: Path, *args: str, nproc: int = 2) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), *args]
+
+
+def wait_for(predicate, timeout=120.0, every=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line contains `text`."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if text in cmd and state != "Z":
+                pids.append(int(d.name))
+    return pids
+
+
+def epochs_and_steps(store: Store, run_id: str) -> tuple[list[int], list[int]]:
+    return ([r[0] for r in store.query("SELECT epoch FROM epoch_metrics WHERE run_id=? ORDER BY epoch", (run_id,))],
+            [r[0] for r in store.query("SELECT step FROM step_metrics WHERE run_id=? ORDER BY step", (run_id,))])
+
+
+def test_torchrun_two_processes_write_one_run_and_match_one_process(isolated_home, one_thread):
+    res = subprocess.run(torchrun(isolated_home, "-m", "core", "train", *TINY, "--epochs", "3", "--json"),
+                         cwd=ROOT, env=env(isolated_home), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout)  # exactly one JSON object on stdout: rank 1 printed nothing
+    assert out["status"] == "finished" and out["world_size"] == 2
+
+    store = Store()
+    runs = store.runs()
+    assert list(runs["id"]) == [out["run_id"]]  # one run, not one per process
+    row = store.run(out["run_id"])
+    assert row["world_size"] == 2 and json.loads(row["config"])["processes"] == 2
+    epochs, steps = epochs_and_steps(store, out["run_id"])
+    assert epochs == [1, 2, 3] and steps == list(range(1, 3 * row["steps_per_epoch"] + 1))
+    ranks = store.metrics([out["run_id"]], "rank")
+    assert sorted(ranks["rank"].unique()) == [0, 1] and (ranks["images_per_second"] > 0).all()
+    ckpt = torch.load(Path(out["checkpoint"]), weights_only=True)
+    assert ckpt["epoch"] == 3 and not any(k.startswith("module.") for k in ckpt["model"])  # loads without DDP
+
+    # The same global batch on one process: same steps, accuracy within noise (BatchNorm sees half batches).
+    single = engine.train(RunConfig(backbone="small_cnn", strategy="scratch", image_size=16, epochs=3, device="cpu"),
+                          run_dir=isolated_home / "single")
+    assert abs(single.test_accuracy - out["test_accuracy"]) < 0.05, (single.test_accuracy, out["test_accuracy"])
+
+
+def test_gradients_agree_and_frozen_layers_stay_put_on_every_rank(isolated_home, tmp_path):
+    spec = backbones.get("small_cnn")
+    torch.manual_seed(1)
+    start = backbones.build(spec, 10, 16).state_dict()
+    weights = tmp_path / "start.pt"
+    torch.save(start, weights)
+    res = subprocess.run(torchrun(isolated_home, str(ROOT / "tests" / "dist_probe.py"), str(tmp_path), str(weights)),
+                         cwd=ROOT, env=env(isolated_home), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0["status"] == r1["status"] == "finished"
+    assert r0["checkpoint"] and r0["frozen"] == r1["frozen"]
+    assert {n.split(".")[0] for n in r0["frozen"]} == {"stem", "stage1"}  # partial, 1 stage: stem + stage1
+
+    # Each rank computed its gradients on its own half of the batch; DDP left the same average on both.
+    assert r0["grads"].keys() == r1["grads"].keys() and r0["grads"]
+    assert not set(r0["grads"]) & set(r0["frozen"])  # frozen parameters got no gradient, so none was synced
+    for name in r0["grads"]:
+        torch.testing.assert_close(r0["grads"][name], r1["grads"][name], rtol=0, atol=1e-6)
+    for name, p in r0["params"].items():
+        torch.testing.assert_close(p, r1["params"][name], rtol=0, atol=1e-6)  # same weights on both ranks
+        if name in r0["frozen"]:
+            assert torch.equal(p, start[name]) and torch.equal(r1["params"][name], start[name])
+        else:
+            assert not torch.equal(p, start[name])  # trainable ones did move
+
+
+def test_cancel_reaches_both_processes_and_the_run_resumes_on_one(isolated_home, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(NONET), str(ROOT)]))
+    # 10 labels per class: 3 steps an epoch, so the cancel lands mid-run and the resume is quick.
+    launched = run_cli("launch", *TINY, "--labels-per-class", "10", "--epochs", "12", "--processes", "2", "--json")
+    assert launched.returncode == 0, launched.stderr
+    run_id = json.loads(launched.stdout)["run_id"]
+    store = Store()
+    wait_for(lambda: store.query("SELECT 1 FROM epoch_metrics WHERE run_id=? AND epoch=1", (run_id,))
+             and (isolated_home / run_id / "checkpoint.pt").exists(), timeout=180)
+    wait_for(lambda: len(processes_mentioning(f"run-rank {run_id}")) >= 2, timeout=30)
+    jobs.cancel(run_id, store)
+
+    row = wait_for(lambda: (r := store.run(run_id))["status"] in ("cancelled", "failed", "interrupted", "finished") and r,
+                   timeout=60)
+    assert row["status"] == "cancelled", row["reason"]
+    assert row["world_size"] == 2
+    wait_for(lambda: not processes_mentioning(f"run-rank {run_id}"), timeout=30)  # torchrun and both ranks ended
+    done_before, steps_before = epochs_and_steps(store, run_id)
+    assert done_before and done_before[-1] < 12
+
+    # Saved by two processes, continued by one: the series go on without a gap or a duplicate.
+    assert run_cli("resume", run_id, "--processes", "1").returncode == 0
+    waited = run_cli("wait", run_id, "--json", "--timeout", "300")
+    assert waited.returncode == 0, waited.stderr
+    assert json.loads(waited.stdout)["world_size"] == 1
+    row = store.run(run_id)
+    assert row["status"] == "finished" and row["world_size"] == 1
+    epochs, steps = epochs_and_steps(store, run_id)
+    assert epochs == list(range(1, 13)) and steps == list(range(1, 12 * row["steps_per_epoch"] + 1))
+    log = " | ".join(store.events(run_id)["message"])
+    assert "x 2 processes" in log and f"resumed at epoch {done_before[-1] + 1} on cpu:" in log
+
+
+def test_a_dead_rank_stops_the_others_and_leaves_the_run_resumable(isolated_home):
+    proc = subprocess.Popen(torchrun(isolated_home, "-m", "core", "train", *TINY, "--labels-per-class", "10",
+                                     "--epochs", "200", "--json"),
+                            cwd=ROOT, env=env(isolated_home), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        store = wait_for(lambda: (isolated_home / "tlab.sqlite").exists() and Store(recover=False), timeout=120)
+        run_id = wait_for(lambda: [r[0] for r in store.query(
+            "SELECT run_id FROM epoch_metrics WHERE epoch = 1")], timeout=180)[0]
+        wait_for(lambda: (isolated_home / run_id / "checkpoint.pt").exists(), timeout=30)
+        rank1 = [p for p in processes_mentioning("core train") if p != proc.pid
+                 and b"RANK=1\0" in Path(f"/proc/{p}/environ").read_bytes()]
+        assert len(rank1) == 1
+        os.kill(rank1[0], signal.SIGKILL)
+        proc.wait(timeout=90)  # rank 0 noticed and stopped; torchrun ended
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0
+    row = Store().run(run_id)  # opening the store also recovers a run whose process vanished
+    assert row["status"] == "interrupted", (row["status"], row["reason"])
+    assert "resume" in row["reason"]  # and `resume` takes interrupted runs, from this checkpoint:
+    assert torch.load(isolated_home / run_id / "checkpoint.pt", weights_only=True)["epoch"] >= 1
