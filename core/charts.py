@@ -1082,3 +1082,29 @@ def lr_finder_curve(lrs: list[float], losses: list[float], smoothed: list[float]
     fig.update_yaxes(title_text="training loss")
     return _style(fig, title, "raw loss faint, smoothed bold; pick where it falls fastest, well before it blows up",
                   legend_labels=["loss", "smoothed loss"])
+
+
+# --- scaling out: one run over several processes -----------------------------------------
+
+
+def rank_throughput(ranks: pd.DataFrame, smoothing: float = 0.8, max_points: int = 400) -> go.Figure:
+    """Images/s of each process of one run by step (smoothed): a process that
+    lags holds all the others back at every gradient all-reduce."""
+    title = "Throughput per process"
+    if _is_empty(ranks, "rank", "step", "images_per_second"):
+        return empty_figure(NO_DATA, title)
+    fig = go.Figure()
+    labels = []
+    for rank, g in ranks.sort_values(["rank", "step"]).groupby("rank"):
+        g = g.assign(smooth=ema(g["images_per_second"], smoothing))
+        shown = downsample(g, max_points)
+        label = f"rank {int(rank)}"
+        labels.append(label)
+        fig.add_trace(go.Scatter(
+            x=shown["step"], y=shown["smooth"], mode="lines", name=label,
+            line={"color": _EXTRA_COLORS[int(rank) % len(_EXTRA_COLORS)], "width": 2},
+            hovertemplate=f"<b>{label}</b><br>step %{{x}}<br>%{{y:.0f}} images/s<extra></extra>",
+        ))
+    fig.update_xaxes(title_text="step", rangemode="tozero")
+    fig.update_yaxes(title_text="images/s (this process)", rangemode="tozero")
+    return _style(fig, title, legend_labels=labels)

@@ -287,9 +287,24 @@ def execute_rank(run_id: str) -> dict | None:
     ctx = distributed.init(os.environ.get("TLAB_RUN_DEVICE", "auto"))
     distributed.on_sigterm()
     try:
-        return execute(Store(recover=False) if ctx.is_main else None, run_id, (), ctx)
+        store = None
+        if ctx.is_main:
+            store = Store(recover=False)
+            if store.run(run_id)["status"] != "running":  # started by hand (a cluster job), not by the worker
+                _claim_by_hand(store, run_id)
+        return execute(store, run_id, (), ctx)
     finally:
         distributed.shutdown()
+
+
+def _claim_by_hand(store: Store, run_id: str) -> None:
+    r = store.run(run_id)
+    if r["status"] not in ("queued", "interrupted", "cancelled", "failed"):
+        raise StoreError(f"Run {run_id} is {r['status']}: only a queued, interrupted, cancelled or failed run can be "
+                         "continued with run-rank.")
+    pid = os.getpid()
+    store.set_status(run_id, "running", "", ended=None, cancel_requested=0, worker_pid=pid, pid_start=_pid_start(pid))
+    store.log(run_id, "continued by run-rank under torchrun")
 
 
 def _execute_torchrun(store: Store, row: dict) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from streamlit.testing.v1 import AppTest
 
 from helpers import NONET, ROOT, run_cli
 from core import backbones, engine, jobs
@@ -74,13 +75,22 @@ def epochs_and_steps(store: Store, run_id: str) -> tuple[list[int], list[int]]:
             [r[0] for r in store.query("SELECT step FROM step_metrics WHERE run_id=? ORDER BY step", (run_id,))])
 
 
-def test_torchrun_two_processes_write_one_run_and_match_one_process(isolated_home, one_thread):
-    res = subprocess.run(torchrun(isolated_home, "-m", "core", "train", *TINY, "--epochs", "3", "--json"),
-                         cwd=ROOT, env=env(isolated_home), capture_output=True, text=True, timeout=300)
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    """The issue's command, at 16 px: `torchrun --nproc-per-node 2 -m core train ... --json`."""
+    home = tmp_path_factory.mktemp("tlab2")
+    res = subprocess.run(torchrun(home, "-m", "core", "train", *TINY, "--epochs", "3", "--json"),
+                         cwd=ROOT, env=env(home), capture_output=True, text=True, timeout=300)
+    return home, res
+
+
+def test_torchrun_two_processes_write_one_run_and_match_one_process(two_process_run, monkeypatch, one_thread):
+    home, res = two_process_run
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout)  # exactly one JSON object on stdout: rank 1 printed nothing
     assert out["status"] == "finished" and out["world_size"] == 2
 
+    monkeypatch.setenv("TLAB_HOME", str(home))
     store = Store()
     runs = store.runs()
     assert list(runs["id"]) == [out["run_id"]]  # one run, not one per process
@@ -95,8 +105,37 @@ def test_torchrun_two_processes_write_one_run_and_match_one_process(isolated_hom
 
     # The same global batch on one process: same steps, accuracy within noise (BatchNorm sees half batches).
     single = engine.train(RunConfig(backbone="small_cnn", strategy="scratch", image_size=16, epochs=3, device="cpu"),
-                          run_dir=isolated_home / "single")
+                          run_dir=home / "single")
     assert abs(single.test_accuracy - out["test_accuracy"]) < 0.05, (single.test_accuracy, out["test_accuracy"])
+
+
+def test_live_page_shows_the_world_size_and_each_process_throughput(two_process_run, monkeypatch):
+    home, res = two_process_run
+    assert res.returncode == 0, res.stderr[-3000:]
+    monkeypatch.setenv("TLAB_HOME", str(home))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.switch_page("views/live.py").run()
+    assert not at.exception, at.exception
+    text = " ".join(m.value for m in at.markdown)
+    assert "world size **2**" in text and "rank 0:" in text and "rank 1:" in text
+    assert any("over 2 processes" in p.proto.text for p in at.get("progress"))
+    assert any("Throughput per process" in c.proto.spec for c in at.get("plotly_chart"))
+
+
+def test_experiment_page_offers_processes_and_queues_a_run_over_two(monkeypatch):
+    monkeypatch.setattr(jobs, "ensure_workers", lambda store=None: [])  # inspect the queue, start nothing
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    assert at.number_input(key="processes").value == (torch.cuda.device_count() if torch.cuda.is_available() else 1)
+    at.number_input(key="processes").set_value(3).run()  # 32 does not split over 3
+    assert any("split evenly over 3 processes" in w.value for w in at.warning)
+    assert at.button(key="launch").disabled
+    at.number_input(key="processes").set_value(2).run()
+    assert "over 2 processes (global batch 32)" in " ".join(m.value for m in at.markdown)
+    at.button(key="launch").click().run()
+    queued = Store().queued()
+    assert [json.loads(q["config"])["processes"] for q in queued] == [2, 2]  # the run and its scratch twin
+    assert not any(q["side_by_side"] for q in queued)  # each uses every process: one after the other
 
 
 def test_gradients_agree_and_frozen_layers_stay_put_on_every_rank(isolated_home, tmp_path):

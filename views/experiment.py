@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from core import backbones, charts, data, experiments, jobs, paths, strategies, weights
+from core import backbones, charts, data, distributed, experiments, jobs, paths, strategies, weights
 from core.config import RunConfig, validate
 from core.errors import TLabError
 from ui import seeing
@@ -110,11 +110,16 @@ with left:
                                disabled=strategy != "discriminative", help="Discriminative: LR factor from one group to the one below.")
     unfreeze_every = c3.number_input("Unfreeze every (epochs)", 1, 100, DEFAULTS.unfreeze_every, key="unfreeze_every",
                                      disabled=strategy != "gradual", help="Gradual: epochs between thawing one more group.")
-    c1, c2 = st.columns(2)
+    c1, c2, c3 = st.columns(3)
     augment = c1.checkbox("Augment (flip, crop, colour)", DEFAULTS.augment, key="augment")
     detected = "CUDA GPU" if torch.cuda.is_available() else "CPU only"
     device = c2.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="device", help=f"Detected here: {detected}.",
                           format_func=lambda d: f"auto ({detected})" if d == "auto" else d)
+    gpus = distributed.detected_gpus()
+    processes = c3.number_input("Processes / GPUs", 1, 64, gpus, key="processes",
+                                help=f"Train one run over this many processes with DDP (torchrun), one per GPU; "
+                                     f"{gpus if torch.cuda.is_available() else 'no'} GPU(s) detected here. "
+                                     "Batch size is the global batch, split evenly between them.")
     with_scratch = st.checkbox("Also train from scratch for comparison", True, key="with_scratch",
                                disabled=strategy == "scratch",
                                help="A twin with random weights, same data and budget, in the same group.")
@@ -123,7 +128,7 @@ cfg = RunConfig(backbone=backbone, strategy=strategy, dataset=dataset or "digits
                 image_size=int(image_size), batch_size=int(batch_size), lr=float(lr),
                 labels_per_class=int(labels) or None, seed=int(seed), device=device, augment=augment,
                 weights=weights_file, freeze_stages=int(freeze_stages), lr_decay=float(lr_decay),
-                unfreeze_every=int(unfreeze_every))
+                unfreeze_every=int(unfreeze_every), processes=int(processes))
 
 with right:
     st.subheader("Layer map")
@@ -157,10 +162,12 @@ with right:
     if mode == SINGLE:
         twin = cfg.replace(strategy="scratch", weights=None, lr=None) if with_scratch and strategy != "scratch" else None
         runs_to_launch = [cfg.replace(name="transfer" if twin else "")] + ([twin.replace(name="scratch twin")] if twin else [])
-        side_by_side = twin is not None
+        side_by_side = twin is not None and cfg.processes == 1  # several processes each: one run after the other
         summary = (f"{strategies.get(strategy).title} of {spec.title} on {data.get(cfg.dataset).title if dataset else '…'}, "
                    f"{cfg.epochs} epoch(s) at {cfg.image_size} px"
-                   + (", and the same from scratch beside it." if twin else "."))
+                   + (f" over {cfg.processes} processes (global batch {cfg.batch_size})" if cfg.processes > 1 else "")
+                   + ((", and the same from scratch beside it." if side_by_side else ", then the same from scratch.")
+                      if twin else "."))
     elif mode == RACE:
         kind = experiments.RACE
         picked = st.multiselect("Strategies in the race", strat_names, default=["feature_extraction", "full", "scratch"],
@@ -212,6 +219,7 @@ with right:
         try:
             for c in runs_to_launch or [cfg]:
                 validate(c)
+                jobs.check_processes_fit(c)
         except TLabError as e:
             problem = str(e)
     if problem:

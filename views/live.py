@@ -39,16 +39,39 @@ def _progress(row: dict, steps) -> tuple[float, str]:
     spe = row.get("steps_per_epoch") or 0
     total = spe * cfg["epochs"]
     done = int(steps["step"].max()) if len(steps) else 0
+    world = row.get("world_size") or 1
+    over = f" over {world} processes" if world > 1 else ""
     if row["status"] == "finished":
-        return 1.0, f"done: {cfg['epochs']} epoch(s)"
+        return 1.0, f"done: {cfg['epochs']} epoch(s){over}"
     if not total:
         return 0.0, "waiting to start" if row["status"] == "queued" else "loading data and model…"
     ips = float(steps["images_per_second"].tail(20).mean()) if len(steps) else 0.0
     rate = ips / max(1, cfg["batch_size"])  # steps per second
     eta = (total - done) / rate if rate > 0 else float("nan")
     text = (f"epoch {min(cfg['epochs'], done // spe + 1)}/{cfg['epochs']} · step {done}/{total} · "
-            f"{ips:.0f} images/s" + (f" · ETA {eta:.0f}s" if row["status"] == "running" and eta == eta else ""))
+            f"{ips:.0f} images/s{over}" + (f" · ETA {eta:.0f}s" if row["status"] == "running" and eta == eta else ""))
     return min(1.0, done / total), text
+
+
+def _processes(rows: dict) -> None:
+    """Runs trained by several processes (torchrun): world size and each process's images/s."""
+    multi = [i for i in selected if (rows[i].get("world_size") or 1) > 1]
+    if not multi:
+        return
+    st.subheader("Processes")
+    ranks = s.metrics(multi, "rank")
+    for run_id in multi:
+        row = rows[run_id]
+        mine = ranks[ranks["run_id"] == run_id] if len(ranks) else ranks
+        latest = mine[mine["step"] == mine["step"].max()] if len(mine) else mine
+        per = " · ".join(f"rank {int(r['rank'])}: {r['images_per_second']:.0f} images/s"
+                         for r in latest.to_dict("records"))
+        st.markdown(f"**{label(row)}**: world size **{row['world_size']}**" + (f" — {per}" if per else ""),
+                    help="One run over several processes (torchrun + DDP): each takes its slice of every global "
+                         "batch; rank 0 writes the metrics. The slowest process sets the pace of all.")
+        if len(mine):
+            st.plotly_chart(charts.rank_throughput(mine), width="stretch", key=f"live_ranks_{run_id}",
+                            config={"displayModeBar": False})
 
 
 @st.fragment(run_every=REFRESH_SECONDS if anything_active else None)
@@ -82,6 +105,8 @@ def live_view() -> None:
     c1, c2 = st.columns(2)
     c1.plotly_chart(charts.step_loss(steps, df), width="stretch", key="live_steps", config={"displayModeBar": False})
     c2.plotly_chart(charts.lr_curve(steps, df), width="stretch", key="live_lr", config={"displayModeBar": False})
+
+    _processes(rows)
 
     st.subheader("Layer map, live")
     stats = s.layer_stats(map_run)
