@@ -57,3 +57,4 @@ clean-venv:
 bench: install
 	$(PY) bench/store_overhead.py
 	$(PY) bench/side_by_side.py
+	$(PY) bench/scaling.py
