@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,3 +19,14 @@ def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subpro
     full_env["PYTHONPATH"] = os.pathsep.join([str(NONET), str(ROOT)])
     return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for(predicate, timeout: float = 120.0, every: float = 0.2):
+    """Poll until `predicate()` is truthy; return its value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")

@@ -9,14 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from helpers import NONET, ROOT, run_cli
+from helpers import NONET, ROOT, run_cli, wait_for
 from core import backbones, engine, jobs
 from core.config import RunConfig
 from core.store import Store
@@ -43,16 +42,6 @@ def env(home: Path) -> dict:
 
 def torchrun(home: Path, *args: str, nproc: int = 2) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), *args]
-
-
-def wait_for(predicate, timeout=120.0, every=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out waiting")
 
 
 def processes_mentioning(text: str) -> list[int]:

@@ -7,11 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from helpers import NONET, ROOT, run_cli
+from helpers import NONET, ROOT, run_cli, wait_for
 from core import jobs
 from core.config import RunConfig
 from core.store import Store
@@ -21,16 +20,6 @@ TINY = dict(backbone="small_cnn", strategy="scratch", device="cpu")
 
 def tiny(**kw) -> RunConfig:
     return RunConfig(**{**TINY, "image_size": 16, **kw})
-
-
-def wait_for(predicate, timeout=120.0, every=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out waiting")
 
 
 @pytest.fixture
