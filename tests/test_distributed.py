@@ -153,6 +153,15 @@ def test_gradients_agree_and_frozen_layers_stay_put_on_every_rank(isolated_home,
         else:
             assert not torch.equal(p, start[name])  # trainable ones did move
 
+    # Feature extraction: each rank computed half the feature cache, both trained the head on all of it,
+    # and the result is the one-process run's (no BatchNorm in a linear head: the same arithmetic).
+    fe0, fe1, single = r0["fe"], r1["fe"], r0["fe_single"]
+    assert fe0["feature_cache"] and fe1["feature_cache"] and single["feature_cache"]
+    for name, w in fe0["head"].items():
+        torch.testing.assert_close(w, fe1["head"][name], rtol=0, atol=1e-6)
+        torch.testing.assert_close(w, single["head"][name], rtol=1e-4, atol=1e-5)
+    assert fe0["test_accuracy"] == fe1["test_accuracy"] and abs(fe0["test_accuracy"] - single["test_accuracy"]) < 0.01
+
 
 def test_cancel_reaches_both_processes_and_the_run_resumes_on_one(isolated_home, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(NONET), str(ROOT)]))
