@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: run test test-e2e bench install install-test install-browser clean-venv
+.PHONY: run test test-e2e bench audit install install-test install-browser clean-venv
 
 $(PY):
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ is needed"'
@@ -58,3 +58,16 @@ bench: install
 	$(PY) bench/store_overhead.py
 	$(PY) bench/side_by_side.py
 	$(PY) bench/scaling.py
+
+# Known vulnerabilities in the installed packages (.venv's site-packages), from PyPI's
+# advisory data: needs the network; not part of `make test`. pip-audit exits 1 when it finds any.
+AUDIT_VENV ?= .venv-audit
+
+$(AUDIT_VENV)/.installed: requirements-audit.txt
+	$(PYTHON) -m venv $(AUDIT_VENV)
+	$(AUDIT_VENV)/bin/pip install --quiet -r requirements-audit.txt
+	touch $@
+
+audit: install $(AUDIT_VENV)/.installed
+	$(AUDIT_VENV)/bin/pip-audit --progress-spinner off --desc on \
+		--path "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"

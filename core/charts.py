@@ -11,6 +11,7 @@ says so instead of raising.
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import zlib
@@ -83,6 +84,12 @@ def _config_value(row: Any, key: str) -> Any:
     return cfg.get(key) if isinstance(cfg, dict) else None
 
 
+def plain(text: Any) -> str:
+    """A person's text (a run or class name) for a figure: plotly reads <b>, <a href>
+    and entities in labels, so they are escaped and show as typed."""
+    return html.escape(str(text), quote=False)
+
+
 def run_label(row: Any) -> str:
     """'full · efficientnet_lite0' for a row of `Store.runs()` (a Series, a
     dict, or an itertuples row); the run's name, when it has one, follows in
@@ -93,7 +100,7 @@ def run_label(row: Any) -> str:
     label = " · ".join(parts) or str(_get(row, "id", "run"))
     name = _get(row, "name")
     if name:
-        label += f" ({name})"
+        label += f" ({plain(name)})"
     return label
 
 
@@ -674,7 +681,7 @@ def topk_bars(preds: list[tuple[str, float]], title: str = "Top predictions") ->
     top and highlighted."""
     if not preds:
         return empty_figure("No prediction yet", title, height=220)
-    names = [str(n) for n, _ in preds]
+    names = [plain(n) for n, _ in preds]
     probs = [float(p) for _, p in preds]
     colors = [TRAINABLE_COLOR if i == 0 else "#C9CED6" for i in range(len(preds))]
     fig = go.Figure(go.Bar(
@@ -922,7 +929,7 @@ def distill_comparison(rows: list[dict]) -> go.Figure:
     for i, r in enumerate(items):
         role = str(r.get("role") or "")
         role_name = ROLE_NAMES.get(role, role or "model")
-        label = str(r.get("label") or "")
+        label = plain(r.get("label") or "")
         name = f"{role_name}: {label}" if label else role_name
         names.append(name)
         values = {key: _number(r.get(key)) for key, _ in panels}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import streamlit as st
@@ -22,6 +23,18 @@ def store() -> Store:
     s = _store(str(paths.home().resolve() / "tlab.sqlite"))
     s.recover()
     return s
+
+
+_MARKDOWN = re.compile(r"""([\\`*_{}\[\]()#+\-.!|<>~:$&=^"'])""")
+
+
+def plain(text) -> str:
+    """Text that came from a person (run, class, file and folder names, and the
+    messages that quote them) made safe for st.markdown, st.error and friends:
+    every markdown, HTML, emoji-shortcode and LaTeX character backslash-escaped
+    and line breaks made spaces, so it shows exactly as typed and can't add a
+    link, an image or a heading."""
+    return _MARKDOWN.sub(r"\\\1", " ".join(str(text).split()))
 
 
 def label(row) -> str:

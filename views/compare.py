@@ -9,7 +9,7 @@ import streamlit as st
 from core import charts, distill, experiments, strategies
 from core.errors import TLabError
 from ui import seeing
-from ui.common import config_of, label, latest_group, pick_runs, store
+from ui.common import config_of, label, latest_group, pick_runs, plain, store
 
 st.title("Compare")
 st.caption("Runs side by side: how accurate, how fast, with how many trainable parameters.")
@@ -55,7 +55,7 @@ if kind == experiments.DISTILL:
         rows = [{"role": role, "label": label(row), "strategy": config_of(row)["strategy"],
                  **_profile(row["id"], row["test_accuracy"])} for role, row in roles if row["status"] == "finished"]
     except TLabError as e:
-        st.error(str(e))
+        st.error(plain(e))
         rows = []
     st.subheader("Teacher vs student with KD vs student alone")
     st.plotly_chart(charts.distill_comparison(rows), width="stretch", key="cmp_distill", config={"displayModeBar": False})

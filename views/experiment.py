@@ -10,7 +10,7 @@ from core import backbones, charts, data, distributed, experiments, jobs, paths,
 from core.config import RunConfig, validate
 from core.errors import TLabError
 from ui import seeing
-from ui.common import label, store
+from ui.common import label, plain, store
 
 DEFAULTS = RunConfig()  # the offline demo: Lite0 (bundled ImageNet weights), full fine-tuning, digits, 64 px, 3 epochs
 UPLOAD, FOLDER = "upload a ZIP of class folders", "a folder on this machine"
@@ -47,16 +47,16 @@ with left:
                 "a weights file (a PyTorch state dict).")
         up = st.file_uploader("Weights file (.pt, .pth)", type=["pt", "pth", "bin"], key="weights_upload")
         if up is not None:
-            path = paths.save_upload("weights", up.name, up.getvalue())
             try:
+                path = paths.save_upload("weights", up.name, up.getvalue())
                 with torch.device("meta"):
                     probe = backbones.build(spec, 10, 32)
                 probe = probe.to_empty(device="cpu")
                 weights.load_file(spec, probe, path)
                 weights_file = str(path)
-                st.success(f"{up.name} fits {spec.title}: training starts from it.")
+                st.success(f"{plain(up.name)} fits {spec.title}: training starts from it.")
             except TLabError as e:
-                st.error(str(e))
+                st.error(plain(e))
 
     st.subheader("Data")
     ds_names = list(data.REGISTRY) + [UPLOAD, FOLDER]
@@ -68,7 +68,12 @@ with left:
                    + ("" if data.availability(data.REGISTRY[ds_choice]) != "download" else " Downloads on first use."))
     elif ds_choice == UPLOAD:
         up = st.file_uploader("ZIP with one folder per class", type=["zip"], key="zip_upload")
-        dataset = f"{data.FOLDER_PREFIX}{paths.save_upload('datasets', up.name, up.getvalue())}" if up else None
+        dataset = None
+        if up is not None:
+            try:
+                dataset = f"{data.FOLDER_PREFIX}{paths.save_upload('datasets', up.name, up.getvalue())}"
+            except TLabError as e:
+                st.error(plain(e))
     else:
         folder = st.text_input("Folder with one subfolder per class (or a .zip)", key="folder_path",
                                placeholder="/home/me/pictures/my_classes")
@@ -79,7 +84,7 @@ with left:
             raw = data.load_raw(dataset, 64)
             counts = np.bincount(raw.y.numpy(), minlength=len(raw.class_names))
             st.write(f"**{len(raw.y)} images in {len(raw.class_names)} classes**"
-                     + (f"; {raw.skipped} unreadable file(s) skipped, e.g. {raw.skipped_examples[0]}" if raw.skipped else ""))
+                     + (f"; {raw.skipped} unreadable file(s) skipped, e.g. {plain(raw.skipped_examples[0])}" if raw.skipped else ""))
             with st.expander("Preview: a few images per class", expanded=True):
                 for c, name in enumerate(raw.class_names[:12]):
                     idx = (raw.y == c).nonzero().flatten()[:8]
@@ -87,7 +92,7 @@ with left:
                     st.image(imgs, caption=[f"{name}" for _ in imgs], width=64)
                 st.table({"class": raw.class_names, "images": counts.tolist()})
         except TLabError as e:
-            st.error(str(e))
+            st.error(plain(e))
             dataset = None
 
     st.subheader("Budget")
@@ -138,7 +143,7 @@ with right:
             model = backbones.build(spec, 10, cfg.image_size)
         plan = strategies.make_plan(spec, model, cfg, 0)
     except TLabError as e:
-        st.error(str(e))
+        st.error(plain(e))
     if plan is not None:
         m1, m2, m3 = st.columns(3)
         m1.metric("Trainable parameters", f"{plan.trainable_params:,}")
@@ -223,14 +228,14 @@ with right:
         except TLabError as e:
             problem = str(e)
     if problem:
-        st.warning(problem)
+        st.warning(plain(problem))
     seeing.lr_finder_section(cfg, f"lr_{strategy}", (1e-6, 1.0), problem)
-    st.write(f"**Will train:** {summary}")
+    st.write(f"**Will train:** {plain(summary)}")
     if st.button("Launch", type="primary", key="launch", disabled=problem is not None, width="stretch"):
         try:
             group, ids = jobs.launch_group(runs_to_launch, side_by_side=side_by_side, store=store(), kind=kind)
         except TLabError as e:
-            st.error(str(e))
+            st.error(plain(e))
         else:
             st.session_state["live_runs"] = ids
             st.switch_page("views/live.py")

@@ -9,7 +9,7 @@ import streamlit as st
 
 from core import charts, jobs, strategies
 from core.errors import TLabError
-from ui.common import config_of, label, latest_group, pick_runs, store
+from ui.common import config_of, label, latest_group, pick_runs, plain, store
 
 ACTIVE = ("queued", "running")
 REFRESH_SECONDS = 2.0  # live enough; each refresh redraws six charts, which on 2 cores competes with training
@@ -89,15 +89,15 @@ def live_view() -> None:
             frac, text = _progress(row, run_steps)
             c1, c2, c3 = st.columns([5, 4, 1])
             icon = {"queued": "⏳", "running": "🏃", "finished": "✅", "failed": "❌", "cancelled": "⏹️", "interrupted": "⚠️"}
-            c1.markdown(f"{icon.get(row['status'], '')} **{label(row)}** — {row['status']}"
-                        + (f": {row['reason']}" if row["reason"] else "")
+            c1.markdown(f"{icon.get(row['status'], '')} **{plain(label(row))}** — {row['status']}"
+                        + (f": {plain(row['reason'])}" if row["reason"] else "")
                         + (f" · test accuracy **{row['test_accuracy']:.3f}**" if row["test_accuracy"] is not None else ""))
             c2.progress(frac, text=text)
             if row["status"] in ACTIVE and c3.button("Stop", key=f"stop_{run_id}"):
                 try:
                     jobs.cancel(run_id, s)
                 except TLabError as e:
-                    st.warning(str(e))
+                    st.warning(plain(e))
 
     curves = (charts.curves_grid(epochs, df) if len(epochs)
               else charts.empty_figure("Curves appear when the first epoch ends; the loss per step grows below.", "Learning curves"))
@@ -143,6 +143,6 @@ with st.expander("All runs", expanded=False):
             try:
                 s.delete_run(run_id)
             except TLabError as e:
-                st.error(str(e))
+                st.error(plain(e))
         st.session_state.pop("delete_pick", None)
         st.rerun()

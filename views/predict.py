@@ -7,7 +7,7 @@ import streamlit as st
 from core import charts, predict
 from core.errors import TLabError
 from ui import seeing
-from ui.common import label, latest_group, pick_runs, store
+from ui.common import label, latest_group, pick_runs, plain, store
 
 st.title("Predict")
 st.caption("Upload an image (or take a photo) and see each model's top-5 classes, and where in the image each "
@@ -38,7 +38,7 @@ content = image.getvalue()
 try:
     preview = predict.load_image(content, 160)  # also proves the file is an image before any model sees it
 except TLabError as e:
-    st.error(str(e))
+    st.error(plain(e))
     st.stop()
 st.image(preview[0].permute(1, 2, 0).numpy(), caption="your image, centre-cropped as the models see it", width=160)
 models: dict[str, predict.LoadedModel | TLabError] = {}
@@ -53,14 +53,14 @@ with st.container(key="predictions"):
     for col, run_id in zip(cols, selected):
         row = s.run(run_id)
         with col:
-            st.markdown(f"**{seeing.md(label(row))}**")
+            st.markdown(f"**{plain(label(row))}**")
             loaded = models[run_id]
             try:
                 if isinstance(loaded, TLabError):
                     raise loaded
                 top = predict.predict(loaded, content, k=5)
             except TLabError as e:
-                st.error(str(e))
+                st.error(plain(e))
                 continue
             st.table([{"class": c, "probability": f"{p:.3f}"} for c, p in top])
             st.plotly_chart(charts.topk_bars(top, title=""), width="stretch", key=f"pred_{run_id}",
