@@ -60,19 +60,26 @@ def test_the_app_listens_on_localhost_with_xsrf_and_the_upload_limit():
 
 HOSTILE = ['**bold** _it_ [link](https://evil.example/x) ![img](https://evil.example/p.png)',
            '<a href="https://evil.example">click</a> <img src=x onerror=alert(1)> &lt;',
-           ':red[alarm] :skull: $x^2$ `code` # heading\n\n- item | table | ~~gone~~']
+           ':red[alarm] :skull: $x^2$ `code` # heading\n\n- item | table | ~~gone~~ www.evil.example me@evil.example',
+           '# not a heading', '- not a list', '1. not a list either']
+
+
+PUNCT_ESCAPE = r"\\([!-/:-@\[-`{-~])"  # CommonMark: a backslash escapes ASCII punctuation only
 
 
 def test_names_are_markdown_and_html_inert_in_pages_and_charts():
     from ui.common import plain
 
-    special = set("\\`*_{}[]()#+-.!|<>~:$&=^\"'")
+    special = set("\\`*_[]<>~$&|:")
     for text in HOSTILE:
         out = plain(text)
-        assert "\n" not in out
-        unescaped = re.sub(r"\\.", "", out)
-        assert not special & set(unescaped), unescaped  # every special character is escaped
-        assert re.sub(r"\\(.)", r"\1", out) == " ".join(text.split())  # and shows as typed
+        assert "\n" not in out and not re.match(r"\s*[-+#>]", out)
+        bare = re.sub(PUNCT_ESCAPE + "|&#\\d+;", "", out)
+        assert not special & set(bare), bare  # every special character is escaped or a character reference
+        assert not re.search(r"://|www\.|@", bare)  # nothing GFM would turn into a link
+        shown = re.sub(r"&#(\d+);", lambda m: chr(int(m.group(1))), re.sub(PUNCT_ESCAPE, r"\1", out))
+        assert shown == " ".join(text.split())  # and it reads as typed
+    assert plain("resnet18-f37072fd.pth (a file)") == "resnet18-f37072fd.pth (a file)"  # ordinary names stay readable
     fig = charts.topk_bars([(HOSTILE[1], 0.7), ("cat", 0.3)])
     spec = json.loads(fig.to_json())
     assert spec["data"][0]["y"][0].startswith("&lt;a href=") and "<a" not in json.dumps(spec["data"][0]["y"])

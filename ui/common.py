@@ -25,16 +25,25 @@ def store() -> Store:
     return s
 
 
-_MARKDOWN = re.compile(r"""([\\`*_{}\[\]()#+\-.!|<>~:$&=^"'])""")
+# Inline markdown, HTML, LaTeX ($), Streamlit's :color[...] and :emoji: (:).
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>~$&|:])")
+# Block syntax can only start the text (line breaks become spaces).
+_BLOCK_START = re.compile(r"^(\s*|\s*\d+)([-+#>=]|(?<=\d)[.)])")
+# GFM links bare URLs, www. names and e-mail addresses even when escaped; as
+# character references they still read as typed but link nothing.
+_AUTOLINK = ((re.compile(r"\\:(?=//)"), "&#58;"), (re.compile(r"(?i)(?<=www)\."), "&#46;"), (re.compile("@"), "&#64;"))
 
 
 def plain(text) -> str:
     """Text that came from a person (run, class, file and folder names, and the
     messages that quote them) made safe for st.markdown, st.error and friends:
-    every markdown, HTML, emoji-shortcode and LaTeX character backslash-escaped
-    and line breaks made spaces, so it shows exactly as typed and can't add a
-    link, an image or a heading."""
-    return _MARKDOWN.sub(r"\\\1", " ".join(str(text).split()))
+    markdown, HTML, LaTeX and Streamlit's colour/emoji syntax escaped, URLs made
+    unlinkable and line breaks made spaces, so it shows as typed and can't add a
+    link, an image, a heading or a tag."""
+    out = _BLOCK_START.sub(r"\1\\\2", _MARKDOWN.sub(r"\\\1", " ".join(str(text).split())))
+    for pattern, ref in _AUTOLINK:
+        out = pattern.sub(ref, out)
+    return out
 
 
 def label(row) -> str:

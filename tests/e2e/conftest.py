@@ -1,6 +1,7 @@
 """Browser test fixtures: the real app under `streamlit run`, driven by Debian's chromium.
 
 Fixtures
+- `more_apps` (function): a factory for further app servers (e.g. two on one data folder).
 - `app_server` (session): starts `python -m streamlit run app.py` on a free loopback port with
   an empty data folder ($TLAB_HOME) and an empty torch hub cache ($TORCH_HOME), the network
   blocked (tests/nonet on PYTHONPATH); yields an `AppServer` (`.url`, `.home`, `.log`). At the
@@ -74,6 +75,9 @@ class AppServer:
     log: Path
     proc: subprocess.Popen
 
+    def wait_healthy(self) -> float:
+        return wait_healthy(self)
+
     def log_tail(self, chars: int = 6000) -> str:
         try:
             return self.log.read_text(errors="replace")[-chars:]
@@ -145,58 +149,97 @@ def screenshots() -> Path:
     return SCREENSHOTS
 
 
-@pytest.fixture(scope="session")
-def app_server(screenshots) -> AppServer:
-    tmp = Path(tempfile.mkdtemp(prefix="tlab-e2e-"))
-    home, torch_home = tmp / "tlab", tmp / "torch_home"
-    home.mkdir()
-    torch_home.mkdir()
+def start_app(home: Path, log: Path, shipped_address: bool = False) -> AppServer:
+    """`streamlit run app.py` on a free loopback port over the data folder `home`, the network
+    blocked; returns once it is healthy. `shipped_address`: no --server.address flag, so the
+    address comes from .streamlit/config.toml as with `make run`."""
+    torch_home = home.parent / "torch_home"
+    home.mkdir(parents=True, exist_ok=True)
+    torch_home.mkdir(exist_ok=True)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "TLAB_HOME": str(home), "TORCH_HOME": str(torch_home),
            "PYTHONPATH": os.pathsep.join([str(NONET), str(ROOT)]), "PYTHONUNBUFFERED": "1",
            "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
-    log = tmp / "server.log"
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py",
-           "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+           "--server.headless", "true", "--server.port", str(port),
+           *([] if shipped_address else ["--server.address", "127.0.0.1"]),
            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
     with open(log, "wb") as logf:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=logf,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-    server = AppServer(url=url, home=home, log=log, proc=proc)
+    return AppServer(url=url, home=home, log=log, proc=proc)
+
+
+def wait_healthy(server: AppServer) -> float:
+    """Seconds until the server answered its health check (fails the test if it never does)."""
+    t0 = time.monotonic()
+    while _health(server.url) != "ok":
+        if server.proc.poll() is not None:
+            pytest.fail(f"streamlit exited with {server.proc.returncode} before it was healthy:\n{server.log_tail()}")
+        if time.monotonic() - t0 > STARTUP_TIMEOUT_S:
+            pytest.fail(f"streamlit not healthy after {STARTUP_TIMEOUT_S}s at {server.url}:\n{server.log_tail()}")
+        time.sleep(0.25)
+    return time.monotonic() - t0
+
+
+def stop_app(server: AppServer) -> None:
+    """Stop the server and every worker process that training started on its data folder."""
+    proc = server.proc
     try:
-        t0 = time.monotonic()
-        while _health(url) != "ok":
-            if proc.poll() is not None:
-                pytest.fail(f"streamlit exited with {proc.returncode} before it was healthy:\n{server.log_tail()}")
-            if time.monotonic() - t0 > STARTUP_TIMEOUT_S:
-                pytest.fail(f"streamlit not healthy after {STARTUP_TIMEOUT_S}s at {url}:\n{server.log_tail()}")
-            time.sleep(0.25)
-        print(f"[e2e] app up at {url} in {time.monotonic() - t0:.1f}s (TLAB_HOME={home})", flush=True)
-        yield server
-    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # its own session: the server and anything it forked
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
         try:
-            os.killpg(proc.pid, signal.SIGTERM)  # its own session: the server and anything it forked
+            os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=10)
-        # Workers are detached (own session) but inherit TLAB_HOME: find them by it.
-        workers = _pids_with_env("TLAB_HOME", str(home))
-        if workers:
-            print(f"\n[e2e] stopping {len(workers)} leftover process(es) of the app: {workers}", flush=True)
-            _stop_pids(workers)
+        proc.wait(timeout=10)
+    # Workers are detached (own session) but inherit TLAB_HOME: find them by it.
+    workers = _pids_with_env("TLAB_HOME", str(server.home))
+    if workers:
+        print(f"\n[e2e] stopping {len(workers)} leftover process(es) of the app: {workers}", flush=True)
+        _stop_pids(workers)
+
+
+@pytest.fixture(scope="session")
+def app_server(screenshots) -> AppServer:
+    tmp = Path(tempfile.mkdtemp(prefix="tlab-e2e-"))
+    server = start_app(tmp / "tlab", tmp / "server.log")
+    try:
+        print(f"[e2e] app up at {server.url} in {wait_healthy(server):.1f}s (TLAB_HOME={server.home})", flush=True)
+        yield server
+    finally:
+        stop_app(server)
         for name in ("server.log",):
             shutil.copy(tmp / name, screenshots / name)
-        if (home / "worker.log").exists():
-            shutil.copy(home / "worker.log", screenshots / "worker.log")
+        if (server.home / "worker.log").exists():
+            shutil.copy(server.home / "worker.log", screenshots / "worker.log")
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def more_apps(screenshots, tmp_path):
+    """`more_apps(home, name, shipped_address=False)`: another app server over `home`, started
+    (call `.wait_healthy()` on it before use; start several first to boot them in parallel);
+    several may share one data folder. All stop when the test ends;
+    their logs are copied next to the screenshots as `<name>.log`."""
+    started: list[tuple[str, AppServer]] = []
+
+    def start(home: Path, name: str, shipped_address: bool = False) -> AppServer:
+        server = start_app(home, tmp_path / f"{name}.log", shipped_address)
+        started.append((name, server))
+        return server
+
+    try:
+        yield start
+    finally:
+        for name, server in started:
+            stop_app(server)
+            shutil.copy(server.log, screenshots / f"{name}.log")
 
 
 @pytest.fixture(scope="session")
