@@ -115,6 +115,10 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(cfg.batch_size % cfg.processes == 0,
            f"batch size {cfg.batch_size} is the global batch and must split evenly over {cfg.processes} processes: "
            f"use a multiple of {cfg.processes}, e.g. {max(cfg.processes, cfg.batch_size - cfg.batch_size % cfg.processes)}.")
+    if cfg.teacher is not None:
+        from core import paths
+
+        paths.check_run_id(cfg.teacher)
     if cfg.dataset.startswith(data.FOLDER_PREFIX):
         folder = data.folder_path(cfg.dataset)  # under an allowed root, or a ConfigError that says how to allow it
         _check(folder.exists(), f"Folder or ZIP {folder} does not exist. Give a folder with one subfolder per class, or a ZIP of them.")

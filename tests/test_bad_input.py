@@ -265,6 +265,7 @@ def test_a_limit_set_to_nonsense_says_which_variable(monkeypatch):
     ({"dataset": "imagenet22k"}, "Unknown dataset 'imagenet22k'"),
     ({"strategy": "everything"}, "Unknown strategy"),
     ({"device": "tpu"}, "device must be one of"),
+    ({"teacher": "../../elsewhere"}, "is not a run id"),
 ])
 def test_bad_settings_are_refused_with_what_to_change(changes, needle):
     with pytest.raises(ConfigError) as e:

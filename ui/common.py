@@ -29,9 +29,11 @@ def store() -> Store:
 _MARKDOWN = re.compile(r"([\\`*_\[\]<>~$&|:])")
 # Block syntax can only start the text (line breaks become spaces).
 _BLOCK_START = re.compile(r"^(\s*|\s*\d+)([-+#>=]|(?<=\d)[.)])")
-# GFM links bare URLs, www. names and e-mail addresses even when escaped; as
-# character references they still read as typed but link nothing.
-_AUTOLINK = ((re.compile(r"\\:(?=//)"), "&#58;"), (re.compile(r"(?i)(?<=www)\."), "&#46;"), (re.compile("@"), "&#64;"))
+# Streamlit links bare URLs, www. names and e-mail addresses in the rendered
+# text (escapes and character references don't stop it): an invisible word
+# joiner inside "://", "www." and before "@" does, and the text still reads as typed.
+JOINER = "\u2060"
+_AUTOLINK = ((re.compile(r"(?<=\\:)(?=//)"), JOINER), (re.compile(r"(?i)(?<=www)(?=\.)"), JOINER), (re.compile(r"(?=@)"), JOINER))
 
 
 def plain(text) -> str:

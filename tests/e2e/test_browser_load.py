@@ -23,7 +23,7 @@ from helpers import NONET, ROOT
 
 N_LAUNCHERS, RUNS_EACH = 5, 4
 N_RUNS = N_LAUNCHERS * RUNS_EACH
-FINISH_TIMEOUT_S = 240
+FINISH_TIMEOUT_S = 300
 HOSTILE = "**bold** [link](https://evil.example/x) <b>tag</b>"
 LAUNCHER = """
 import json, sys
@@ -175,8 +175,8 @@ def test_two_apps_five_sessions_twenty_runs_one_truth(more_apps, browser, snap, 
 
     # A hostile run name shows as typed: no bold, no link, no tag of its own.
     live = pages[0].locator(".st-key-live_status")
-    expect(live).to_contain_text(HOSTILE)
-    assert live.locator("a[href*='evil.example']").count() == 0 and live.locator("b", has_text="tag").count() == 0
+    assert HOSTILE in live.inner_text().replace("\u2060", "")  # an invisible word joiner keeps the URL unlinked
+    assert live.locator("a").count() == 0 and live.locator("b, img, h1, h2, h3, li").count() == 0
 
     # Compare on each app process: the same table of the newest group, finished.
     tables = []
