@@ -80,6 +80,8 @@ def test_names_are_markdown_and_html_inert_in_pages_and_charts():
         assert not re.search(r"://|www\.|\w@", shown)  # nothing the page would turn into a link
         assert shown.replace(JOINER, "") == " ".join(text.split())  # and it reads as typed
     assert plain("resnet18-f37072fd.pth (a file)") == "resnet18-f37072fd.pth (a file)"  # ordinary names stay readable
+    assert [plain(v) for v in ("0.9219", "-0.5", "12", "-", "---", "1. x", "#1")] == \
+        ["0.9219", "-0.5", "12", "\\-", "\\---", "1\\. x", "#1"]  # numbers in tables stay numbers
     fig = charts.topk_bars([(HOSTILE[1], 0.7), ("cat", 0.3)])
     spec = json.loads(fig.to_json())
     assert spec["data"][0]["y"][0].startswith("&lt;a href=") and "<a" not in json.dumps(spec["data"][0]["y"])

@@ -28,7 +28,8 @@ def store() -> Store:
 # Inline markdown, HTML, LaTeX ($), Streamlit's :color[...] and :emoji: (:).
 _MARKDOWN = re.compile(r"([\\`*_\[\]<>~$&|:])")
 # Block syntax can only start the text (line breaks become spaces).
-_BLOCK_START = re.compile(r"^(\s*|\s*\d+)([-+#>=]|(?<=\d)[.)])")
+# ("-0.5" and "0.92" stay as they are: a marker needs a space or the end after it).
+_BLOCK_START = re.compile(r"^(|\d{1,9})((?<=\d)[.)](?=\s|$)|(?<!\d)[-+#](?!\d)|(?<!\d)>)")
 # Streamlit links bare URLs, www. names and e-mail addresses in the rendered
 # text (escapes and character references don't stop it): an invisible word
 # joiner inside "://", "www." and before "@" does, and the text still reads as typed.
@@ -46,6 +47,17 @@ def plain(text) -> str:
     for pattern, ref in _AUTOLINK:
         out = pattern.sub(ref, out)
     return out
+
+
+def plain_rows(rows):
+    """A table for st.table, which renders markdown in its cells: every text
+    cell through `plain` (rows as a list of dicts or a dict of columns)."""
+    def cell(v):
+        return plain(v) if isinstance(v, str) else v
+
+    if isinstance(rows, dict):
+        return {k: [cell(v) for v in col] for k, col in rows.items()}
+    return [{k: cell(v) for k, v in r.items()} for r in rows]
 
 
 def label(row) -> str:

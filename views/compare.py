@@ -9,7 +9,7 @@ import streamlit as st
 from core import charts, distill, experiments, strategies
 from core.errors import TLabError
 from ui import seeing
-from ui.common import config_of, label, latest_group, pick_runs, plain, store
+from ui.common import config_of, label, latest_group, pick_runs, plain, plain_rows, store
 
 st.title("Compare")
 st.caption("Runs side by side: how accurate, how fast, with how many trainable parameters.")
@@ -34,8 +34,8 @@ if kind == experiments.SWEEP:
     summary = experiments.summarise_sweep(df)
     st.plotly_chart(charts.labels_curve(summary), width="stretch", key="cmp_labels", config={"displayModeBar": False})
     with st.container(key="compare_sweep"):
-        st.table([{"strategy": r["strategy"], "labels per class": r["labels_per_class"], "mean": f"{r['mean']:.4f}",
-                   "std": f"{r['std']:.4f}", "n": r["n"]} for r in summary.to_dict("records")])
+        st.table(plain_rows([{"strategy": r["strategy"], "labels per class": r["labels_per_class"], "mean": f"{r['mean']:.4f}",
+                   "std": f"{r['std']:.4f}", "n": r["n"]} for r in summary.to_dict("records")]))
     st.stop()
 
 if kind == experiments.DISTILL:
@@ -60,10 +60,10 @@ if kind == experiments.DISTILL:
     st.subheader("Teacher vs student with KD vs student alone")
     st.plotly_chart(charts.distill_comparison(rows), width="stretch", key="cmp_distill", config={"displayModeBar": False})
     with st.container(key="compare_distill"):
-        st.table([{"role": charts.ROLE_NAMES[r["role"]], "run": r["label"],
+        st.table(plain_rows([{"role": charts.ROLE_NAMES[r["role"]], "run": r["label"],
                    "test accuracy": f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "-",
                    "parameters": f"{r['params']:,}", "size (MB)": f"{r['model_mb']:.2f}",
-                   "CPU latency (ms/image)": f"{r['latency_ms']:.2f}"} for r in rows])
+                   "CPU latency (ms/image)": f"{r['latency_ms']:.2f}"} for r in rows]))
 
 c1, c2 = st.columns(2)
 c1.plotly_chart(charts.epoch_curves(epochs, df, "val_accuracy"), width="stretch", key="cmp_curves",
@@ -89,7 +89,7 @@ for _, r in df.iterrows():
         "status": full["status"],
     })
 with st.container(key="compare_table"):
-    st.table(rows)
+    st.table(plain_rows(rows))
 
 st.subheader("Time to reach an accuracy")
 threshold = st.slider("Validation accuracy to reach", 0.5, 1.0, 0.9, 0.01, key="cmp_threshold")
@@ -98,9 +98,9 @@ if reach.empty:
     st.caption("No epochs finished yet.")
 else:
     names = {r["id"]: label(r) for r in df.to_dict("records")}
-    st.table([{"run": names.get(r["run_id"], r["run_id"]),
+    st.table(plain_rows([{"run": names.get(r["run_id"], r["run_id"]),
                "epochs": "never" if r["epoch"] != r["epoch"] or r["epoch"] is None else int(r["epoch"]),
                "seconds": "-" if r["seconds"] != r["seconds"] or r["seconds"] is None else f"{r['seconds']:.1f}"}
-              for r in reach.to_dict("records")])
+              for r in reach.to_dict("records")]))
 
 seeing.mistakes_section([s.run(i) for i in selected], label)

@@ -10,7 +10,7 @@ from core import backbones, charts, data, distributed, experiments, jobs, paths,
 from core.config import RunConfig, validate
 from core.errors import TLabError
 from ui import seeing
-from ui.common import label, plain, store
+from ui.common import label, plain, plain_rows, store
 
 DEFAULTS = RunConfig()  # the offline demo: Lite0 (bundled ImageNet weights), full fine-tuning, digits, 64 px, 3 epochs
 UPLOAD, FOLDER = "upload a ZIP of class folders", "a folder on this machine"
@@ -89,8 +89,8 @@ with left:
                 for c, name in enumerate(raw.class_names[:12]):
                     idx = (raw.y == c).nonzero().flatten()[:8]
                     imgs = [raw.x[i].permute(1, 2, 0).expand(-1, -1, 3).numpy() for i in idx]
-                    st.image(imgs, caption=[f"{name}" for _ in imgs], width=64)
-                st.table({"class": raw.class_names, "images": counts.tolist()})
+                    st.image(imgs, caption=[plain(name) for _ in imgs], width=64)
+                st.table(plain_rows({"class": raw.class_names, "images": counts.tolist()}))
         except TLabError as e:
             st.error(plain(e))
             dataset = None

@@ -7,7 +7,7 @@ import streamlit as st
 from core import charts, predict
 from core.errors import TLabError
 from ui import seeing
-from ui.common import label, latest_group, pick_runs, plain, store
+from ui.common import label, latest_group, pick_runs, plain, plain_rows, store
 
 st.title("Predict")
 st.caption("Upload an image (or take a photo) and see each model's top-5 classes, and where in the image each "
@@ -62,7 +62,7 @@ with st.container(key="predictions"):
             except TLabError as e:
                 st.error(plain(e))
                 continue
-            st.table([{"class": c, "probability": f"{p:.3f}"} for c, p in top])
+            st.table(plain_rows([{"class": c, "probability": f"{p:.3f}"} for c, p in top]))
             st.plotly_chart(charts.topk_bars(top, title=""), width="stretch", key=f"pred_{run_id}",
                             config={"displayModeBar": False})
             seeing.gradcam_panel(loaded, content, cam_class, key=f"gradcam_{run_id}")

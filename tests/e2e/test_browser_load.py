@@ -187,6 +187,8 @@ def test_two_apps_five_sessions_twenty_runs_one_truth(more_apps, browser, snap, 
         expect(table.locator("tbody tr")).to_have_count(RUNS_EACH)
         tables.append(table.inner_text())
         assert not LOCKED.search(page.inner_text("body"))
+        assert table.locator("a, strong, b, img").count() == 0  # st.table renders markdown: names are escaped
+        assert HOSTILE in table.inner_text().replace("\u2060", "")
     snap(pages[1], "load-02-compare-other-app.png")
     assert tables[0] == tables[1] and tables[0].count("finished") == RUNS_EACH
 
