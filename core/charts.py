@@ -988,7 +988,7 @@ def confusion_heatmap(cm: np.ndarray | list, class_names: list[str], normalised:
     totals = counts.sum(1, keepdims=True)
     share = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
     z = share if normalised else counts
-    names = [str(c) for c in class_names]
+    names = [plain(c) for c in class_names]
     k = len(names)
     text = [[(f"{share[i, j]:.0%}" if normalised else f"{counts[i, j]}") if (counts[i, j] or i == j) else ""
              for j in range(k)] for i in range(k)]
@@ -1014,13 +1014,13 @@ def per_class_metric_bars(runs: list[tuple[str, list[dict]]], metric: str = "f1"
     `runs` is [(run label, per-class rows as evaluate.per_class_metrics gives)]."""
     names = {"f1": "F1", "precision": "precision", "recall": "recall"}
     title = title or f"{names.get(metric, metric).capitalize()} per class"
-    runs = [(label, rows) for label, rows in runs if rows]
+    runs = [(plain(label), rows) for label, rows in runs if rows]
     if not runs:
         return empty_figure("No finished runs to measure", title)
     fig = go.Figure()
     for i, (label, rows) in enumerate(runs):
         fig.add_trace(go.Bar(
-            x=[str(r["class"]) for r in rows], y=[r[metric] for r in rows], name=label,
+            x=[plain(r["class"]) for r in rows], y=[r[metric] for r in rows], name=label,
             marker={"color": _EXTRA_COLORS[i % len(_EXTRA_COLORS)] if i else TRAINABLE_COLOR, "line": {"width": 0}},
             customdata=[[r["precision"], r["recall"], r["f1"], r["support"]] for r in rows],
             hovertemplate=f"<b>{label}</b><br>class %{{x}}<br>precision %{{customdata[0]:.3f}}<br>"
@@ -1048,13 +1048,13 @@ def embedding_scatter(xy: np.ndarray, labels: Iterable[int], class_names: list[s
         if not sel.any():
             continue
         fig.add_trace(go.Scattergl(
-            x=xy[sel, 0], y=xy[sel, 1], mode="markers", name=str(name),
+            x=xy[sel, 0], y=xy[sel, 1], mode="markers", name=plain(name),
             marker={"color": class_color(c), "size": 6, "opacity": 0.8, "line": {"width": 0}},
-            hovertemplate=f"class <b>{name}</b><extra></extra>",
+            hovertemplate=f"class <b>{plain(name)}</b><extra></extra>",
         ))
     fig.update_xaxes(showticklabels=False, zeroline=False, title_text="")
     fig.update_yaxes(showticklabels=False, zeroline=False, title_text="", scaleanchor="x", scaleratio=1)
-    shown = [str(n) for c, n in enumerate(class_names) if (labels == c).any()]
+    shown = [plain(n) for c, n in enumerate(class_names) if (labels == c).any()]
     return _style(fig, title, subtitle, height=height, legend_labels=shown)
 
 

@@ -86,3 +86,10 @@ def test_names_are_markdown_and_html_inert_in_pages_and_charts():
     spec = json.loads(fig.to_json())
     assert spec["data"][0]["y"][0].startswith("&lt;a href=") and "<a" not in json.dumps(spec["data"][0]["y"])
     assert charts.run_label({"config": '{"strategy": "full", "backbone": "x"}', "name": "<b>me</b>"}) == "full · x (&lt;b&gt;me&lt;/b&gt;)"
+    classes = [HOSTILE[1], "cat"]
+    for fig in (charts.confusion_heatmap([[3, 1], [0, 4]], classes),
+                charts.embedding_scatter([[0, 0], [1, 1]], [0, 1], classes),
+                charts.per_class_metric_bars([("<i>run</i>", [{"class": c, "precision": 1.0, "recall": 1.0, "f1": 1.0,
+                                                             "support": 2} for c in classes])])):
+        text = json.dumps(json.loads(fig.to_json())["data"])
+        assert "<a href" not in text and "<i>run" not in text and "&lt;a href=" in text

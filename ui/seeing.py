@@ -5,7 +5,6 @@ in core (explain, evaluate, embeddings, lr_finder, export)."""
 
 from __future__ import annotations
 
-import re
 
 import numpy as np
 import streamlit as st
@@ -18,8 +17,10 @@ NO_BAR = {"displayModeBar": False}
 
 def md(text: str) -> str:
     """A name that came from a user (class folder, run name) made safe to
-    put inside markdown: shown as typed, never as formatting or HTML."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$])", r"\\\1", str(text))
+    put inside markdown: shown as typed, never as formatting, HTML or a link."""
+    from ui.common import plain
+
+    return plain(text)
 
 
 def _checkpoint(run_id: str):
@@ -53,7 +54,7 @@ def thumbnails(ev: evaluate.Evaluation, idx, caption, width: int = 72, per_row: 
     idx = list(idx)
     for start in range(0, len(idx), per_row):
         part = idx[start : start + per_row]
-        st.image([explain.upscale(explain.to_rgb(ev.x[i]), 96) for i in part], caption=[caption(i) for i in part], width=width)
+        st.image([explain.upscale(explain.to_rgb(ev.x[i]), 96) for i in part], caption=[md(caption(i)) for i in part], width=width)
 
 
 # --- Predict: Grad-CAM per model -------------------------------------------------------------
@@ -79,12 +80,12 @@ def gradcam_panel(loaded: predict.LoadedModel, content: bytes, class_name: str |
         cam = explain.gradcam(loaded.model, loaded.spec, x,
                               None if class_name is None else loaded.class_names.index(class_name))
     except TLabError as e:
-        st.info(str(e))
+        st.info(md(e))
         return
     name = loaded.class_names[cam.class_index]
     with st.container(key=key):
         st.image(explain.overlay(x, cam.heatmap, size=224), width=224,
-                 caption=f"Grad-CAM for “{name}” (p={cam.probability:.2f}), from {cam.layer} "
+                 caption=f"Grad-CAM for “{md(name)}” (p={cam.probability:.2f}), from {cam.layer} "
                          f"({cam.feature_size[0]}×{cam.feature_size[1]} map)")
 
 
@@ -105,7 +106,7 @@ def mistakes_section(runs: list[dict], label) -> None:
         try:
             ev = run_evaluation(r["id"])
         except TLabError as e:
-            st.warning(f"{md(label(r))}: {e}")
+            st.warning(f"{md(label(r))}: {md(e)}")
             continue
         evaluations[r["id"]] = ev
         per_class.append((label(r), evaluate.per_class_metrics(ev.confusion(), ev.class_names)))
@@ -115,7 +116,7 @@ def mistakes_section(runs: list[dict], label) -> None:
                                   format_func={"f1": "F1", "precision": "Precision", "recall": "Recall"}.get) or "f1"
     st.plotly_chart(charts.per_class_metric_bars(per_class, metric), width="stretch", key="cmp_per_class", config=NO_BAR)
     with st.expander("Per-class table", expanded=False), st.container(key="cmp_per_class_table"):
-        st.table([{"run": run, "class": m["class"], "precision": f"{m['precision']:.3f}", "recall": f"{m['recall']:.3f}",
+        st.table([{"run": md(run), "class": md(m["class"]), "precision": f"{m['precision']:.3f}", "recall": f"{m['recall']:.3f}",
                    "F1": f"{m['f1']:.3f}", "test images": m["support"]} for run, rows in per_class for m in rows])
 
     st.subheader("Confusion matrix and the mistakes behind it")
@@ -182,7 +183,7 @@ def lr_finder_section(cfg, lr_key: str, lr_bounds: tuple[float, float], problem:
                     result = lr_finder.find_lr_in_subprocess(cfg, int(steps))
                 st.session_state["lr_finder"] = (setup, result.to_dict())
             except TLabError as e:
-                st.error(str(e))
+                st.error(md(e))
         if "lr_finder" not in st.session_state:
             return
         was_for, found = st.session_state["lr_finder"]
