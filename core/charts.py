@@ -1109,7 +1109,9 @@ def rank_throughput(ranks: pd.DataFrame, smoothing: float = 0.8, max_points: int
         labels.append(label)
         fig.add_trace(go.Scatter(
             x=shown["step"], y=shown["smooth"], mode="lines", name=label,
-            line={"color": _EXTRA_COLORS[int(rank) % len(_EXTRA_COLORS)], "width": 2},
+            # In step with each other, the ranks' lines overlap: dashes keep each one visible.
+            line={"color": _EXTRA_COLORS[int(rank) % len(_EXTRA_COLORS)], "width": 2,
+                  "dash": ("solid", "dash", "dot", "dashdot")[int(rank) % 4]},
             hovertemplate=f"<b>{label}</b><br>step %{{x}}<br>%{{y:.0f}} images/s<extra></extra>",
         ))
     fig.update_xaxes(title_text="step", rangemode="tozero")

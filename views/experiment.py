@@ -115,13 +115,14 @@ with left:
                                disabled=strategy != "discriminative", help="Discriminative: LR factor from one group to the one below.")
     unfreeze_every = c3.number_input("Unfreeze every (epochs)", 1, 100, DEFAULTS.unfreeze_every, key="unfreeze_every",
                                      disabled=strategy != "gradual", help="Gradual: epochs between thawing one more group.")
-    c1, c2, c3 = st.columns(3)
+    c1, c2 = st.columns(2)
     augment = c1.checkbox("Augment (flip, crop, colour)", DEFAULTS.augment, key="augment")
     detected = "CUDA GPU" if torch.cuda.is_available() else "CPU only"
     device = c2.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="device", help=f"Detected here: {detected}.",
                           format_func=lambda d: f"auto ({detected})" if d == "auto" else d)
     gpus = distributed.detected_gpus()
-    processes = c3.number_input("Processes / GPUs", 1, 64, gpus, key="processes",
+    c1, _ = st.columns(2)
+    processes = c1.number_input("Processes / GPUs", 1, 64, gpus, key="processes",
                                 help=f"Train one run over this many processes with DDP (torchrun), one per GPU; "
                                      f"{gpus if torch.cuda.is_available() else 'no'} GPU(s) detected here. "
                                      "Batch size is the global batch, split evenly between them.")
