@@ -66,7 +66,7 @@ def _processes(rows: dict) -> None:
         latest = mine[mine["step"] == mine["step"].max()] if len(mine) else mine
         per = " · ".join(f"rank {int(r['rank'])}: {r['images_per_second']:.0f} images/s"
                          for r in latest.to_dict("records"))
-        st.markdown(f"**{label(row)}**: world size **{row['world_size']}**" + (f" — {per}" if per else ""),
+        st.markdown(f"**{plain(label(row))}**: world size **{row['world_size']}**" + (f" — {per}" if per else ""),
                     help="One run over several processes (torchrun + DDP): each takes its slice of every global "
                          "batch; rank 0 writes the metrics. The slowest process sets the pace of all.")
         if len(mine):
