@@ -78,6 +78,10 @@ class AppServer:
     def wait_healthy(self) -> float:
         return wait_healthy(self)
 
+    def stop(self, workers: bool = True) -> None:
+        """Stop the server (and, unless told not to, the workers training on its data folder)."""
+        stop_app(self, workers)
+
     def log_tail(self, chars: int = 6000) -> str:
         try:
             return self.log.read_text(errors="replace")[-chars:]
@@ -183,8 +187,9 @@ def wait_healthy(server: AppServer) -> float:
     return time.monotonic() - t0
 
 
-def stop_app(server: AppServer) -> None:
-    """Stop the server and every worker process that training started on its data folder."""
+def stop_app(server: AppServer, workers: bool = True) -> None:
+    """Stop the server and every worker process that training started on its data folder
+    (`workers=False`: only the server, as when a person restarts the app mid-run)."""
     proc = server.proc
     try:
         os.killpg(proc.pid, signal.SIGTERM)  # its own session: the server and anything it forked
@@ -198,11 +203,13 @@ def stop_app(server: AppServer) -> None:
         except ProcessLookupError:
             pass
         proc.wait(timeout=10)
+    if not workers:
+        return
     # Workers are detached (own session) but inherit TLAB_HOME: find them by it.
-    workers = _pids_with_env("TLAB_HOME", str(server.home))
-    if workers:
-        print(f"\n[e2e] stopping {len(workers)} leftover process(es) of the app: {workers}", flush=True)
-        _stop_pids(workers)
+    leftover = _pids_with_env("TLAB_HOME", str(server.home))
+    if leftover:
+        print(f"\n[e2e] stopping {len(leftover)} leftover process(es) of the app: {leftover}", flush=True)
+        _stop_pids(leftover)
 
 
 @pytest.fixture(scope="session")

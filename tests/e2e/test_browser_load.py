@@ -1,7 +1,7 @@
 """Load, with real processes: two app servers on one data folder, five browser
 sessions watching, five launcher processes queueing twenty tiny runs at once.
-Every run finishes, every page shows the same truth, and "database is locked"
-never reaches a person. Also: the shipped config listens on loopback only with
+One app is restarted mid-run. Every run finishes, every page shows the same
+truth, and "database is locked" never reaches a person. Also: the shipped config listens on loopback only with
 XSRF on, and hostile run names show as typed."""
 
 from __future__ import annotations
@@ -141,6 +141,15 @@ def test_two_apps_five_sessions_twenty_runs_one_truth(more_apps, browser, snap, 
         ids += json.loads(out)
     assert len(set(ids)) == N_RUNS
 
+    # The second app is restarted mid-run (stopped, started again on the same data folder):
+    # training lives in the worker, so nothing is lost, and its sessions reconnect to the new one.
+    stopped = apps[1]
+    stopped.stop(workers=False)
+    apps[1] = more_apps(home, "app-b-restarted", shipped_address=True)
+    apps[1].wait_healthy()
+    urls = [apps[i % 2].url for i in range(5)]
+    mark("second app restarted")
+
     # Every session watches the newest group (each reload preselects it) until the queue is empty.
     for page, url in zip(pages, urls):
         open_live(page, url)
@@ -193,7 +202,7 @@ def test_two_apps_five_sessions_twenty_runs_one_truth(more_apps, browser, snap, 
     assert tables[0] == tables[1] and tables[0].count("finished") == RUNS_EACH
 
     mark("compare pages agree")
-    logs = [a.log.read_text(errors="replace") for a in apps] + [(home / "worker.log").read_text(errors="replace")]
+    logs = [a.log.read_text(errors="replace") for a in (*apps, stopped)] + [(home / "worker.log").read_text(errors="replace")]
     assert not any(LOCKED.search(text) for text in logs)
     for c in contexts:
         c.close()
