@@ -3,7 +3,6 @@ computes it; bad run ids, unknown runs and bad images are one line, exit 2."""
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
