@@ -276,9 +276,9 @@ def cmd_export(args) -> int:
     text = f"exported {loaded.spec.title} ({loaded.num_classes} classes, {loaded.image_size} px) as {args.format} -> {out} ({size:.2f} MB)"
     if args.verify and args.format != "pt":
         v = export.verify_run(out, args.format, loaded)
-        info.update(images=v.images, max_abs_diff=v.max_abs_diff, top1_agreement=v.top1_agreement, ok=v.ok)
-        text += (f"\nchecked on {v.images} test images: largest logit difference {v.max_abs_diff:.2e}, "
-                 f"same top-1 for {v.top1_agreement:.1%}{'' if v.ok else ' -- NOT within 1e-4'}")
+        info.update(images=v.images, max_abs_diff=v.max_abs_diff, top1_agreement=v.top1_agreement,
+                    float32_error=v.float32_error, ok=v.ok)
+        text += "\n" + v.describe()
     _say(args, info, text)
     return 0 if info.get("ok", True) else 1
 

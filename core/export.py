@@ -54,11 +54,12 @@ class WithPreprocessing(nn.Module):
     def __init__(self, model: nn.Module, mean: tuple, std: tuple):
         super().__init__()
         self.model = model
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        # Not "mean"/"std": names a backbone may use too, and ONNX needs them unique.
+        self.register_buffer("input_mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("input_std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model((images - self.mean) / self.std)
+        return self.model((images - self.input_mean) / self.input_std)
 
 
 def file_name(run_id: str, fmt: str) -> str:
@@ -156,44 +157,78 @@ def export(loaded: LoadedModel, fmt: str, out: str | Path) -> Path:
 # --- checking an export --------------------------------------------------------------
 
 
+TOLERANCE = 1e-4  # largest |logit difference| an export may show
+
+
 @dataclass
 class Verification:
     images: int
     max_abs_diff: float  # largest |logit difference| against the PyTorch model
     top1_agreement: float  # share of images with the same top-1 class
+    # How far the PyTorch model's own float32 logits are from float64 ones on
+    # the first batch: rounding noise no float32 engine can get under.
+    float32_error: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return self.max_abs_diff <= 1e-4 and self.top1_agreement == 1.0
+        """Same top-1 everywhere, and logits within TOLERANCE, or, for deep
+        nets whose large logits make float32 rounding alone exceed it, within
+        twice PyTorch's own float32 error."""
+        close = self.max_abs_diff <= max(TOLERANCE, 2 * self.float32_error)
+        return close and self.top1_agreement == 1.0
+
+    def describe(self) -> str:
+        text = (f"checked on {self.images} test images: same top-1 for {self.top1_agreement:.1%}, "
+                f"largest logit difference {self.max_abs_diff:.1e}")
+        if self.max_abs_diff > TOLERANCE:
+            text += (f" (PyTorch's own float32 rounding error here is {self.float32_error:.1e}: "
+                     f"{'within it' if self.ok else 'NOT within it'})")
+        return text
 
 
-def run_export(path: str | Path, fmt: str, images01: torch.Tensor) -> np.ndarray:
-    """Logits of an exported model (torchscript or onnx) for float images in [0, 1]."""
+def runner(path: str | Path, fmt: str):
+    """A function: float images in [0, 1] (N, 3, S, S) -> logits (numpy), from
+    an exported torchscript or onnx file."""
     if fmt == "torchscript":
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore", FutureWarning)
-            return torch.jit.load(str(path), map_location="cpu")(images01).numpy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream
+            module = torch.jit.load(str(path), map_location="cpu")
+
+        def run_ts(images01: torch.Tensor) -> np.ndarray:
+            with torch.no_grad():
+                return module(images01).numpy()
+
+        return run_ts
     if fmt == "onnx":
         try:
             import onnxruntime as ort
         except ImportError:
             raise CheckerMissing("Checking an ONNX export needs onnxruntime: pip install onnxruntime.") from None
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return session.run([OUTPUT_NAME], {INPUT_NAME: images01.numpy().astype(np.float32)})[0]
+        return lambda images01: session.run([OUTPUT_NAME], {INPUT_NAME: images01.numpy().astype(np.float32)})[0]
     raise ExportError(f"{fmt} exports are checked by loading their state dict; verify takes torchscript or onnx.")
 
 
 def verify(path: str | Path, fmt: str, loaded: LoadedModel, x: torch.Tensor, batch: int = 256) -> Verification:
     """Compare an export with the PyTorch model on uint8 images x (N, C, S, S)."""
-    diffs, same = [], 0
+    import copy
+
+    run = runner(path, fmt)
+    model = loaded.model.eval()
+    diffs, same, noise = [], 0, 0.0
     for i in range(0, len(x), batch):
         xb = x[i : i + batch]
+        inputs = data.batch_input(xb, loaded.spec.mean, loaded.spec.std)
         with torch.inference_mode():
-            ref = loaded.model.eval()(data.batch_input(xb, loaded.spec.mean, loaded.spec.std)).float().numpy()
-        got = run_export(path, fmt, data.to_unit(xb).contiguous())
+            ref = model(inputs).float()
+            if i == 0:
+                ref64 = copy.deepcopy(model).double()(inputs.double())
+                noise = float((ref.double() - ref64).abs().max())
+        got = run(data.to_unit(xb).contiguous())
+        ref = ref.numpy()
         diffs.append(float(np.abs(got - ref).max()))
         same += int((got.argmax(1) == ref.argmax(1)).sum())
-    return Verification(len(x), max(diffs) if diffs else 0.0, same / max(1, len(x)))
+    return Verification(len(x), max(diffs) if diffs else 0.0, same / max(1, len(x)), noise)
 
 
 def verify_run(path: str | Path, fmt: str, loaded: LoadedModel) -> Verification:

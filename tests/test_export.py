@@ -82,3 +82,11 @@ def test_export_refuses_bad_targets(digits, isolated_home, tmp_path):
     with pytest.raises(ConfigError, match="outside the data folder"):
         export.export(loaded, "pt", tmp_path / "elsewhere.zip")
     assert not (tmp_path / "elsewhere.zip").exists()
+
+
+def test_a_check_passes_only_with_the_same_top1_and_logits_within_float32_noise():
+    assert export.Verification(10, 5e-5, 1.0, 1e-6).ok
+    assert export.Verification(10, 1.6e-4, 1.0, 1.25e-4).ok  # a deep net's logits: float32 alone errs that much
+    assert not export.Verification(10, 3e-4, 1.0, 1e-4).ok
+    assert not export.Verification(10, 0.0, 0.99, 0.0).ok
+    assert "NOT within" in export.Verification(10, 3e-4, 1.0, 1e-4).describe()

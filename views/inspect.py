@@ -142,6 +142,10 @@ with maps:
                 st.image(explain.upscale(explain.to_rgb(x), 96), caption="input, as the model sees it", width=96)
                 for stage in stages:
                     where = "" if stage.module == stage.group else f" ({stage.module})"
+                    if stage.size == (1, 1):
+                        st.caption(f"{stage.group}{where}: {stage.channels} channels at 1×1: no spatial map is left at "
+                                   f"{loaded.image_size} px (train at a larger image size to see one)")
+                        continue
                     st.image(explain.maps_strip(stage.maps),
                              caption=f"{stage.group}{where}: {stage.channels} channels at {stage.size[0]}×{stage.size[1]}, "
                                      f"the {len(stage.indices)} most active")
@@ -172,19 +176,16 @@ with files:
                                 path = Path(tmp) / export.file_name(run_id, fmt)
                                 path.write_bytes(content)
                                 try:
-                                    v = export.verify_run(path, fmt, loaded)
-                                    check = (v.max_abs_diff, v.top1_agreement, v.images)
+                                    check = export.verify_run(path, fmt, loaded).describe()
                                 except export.CheckerMissing:
-                                    check = (None, None, 0)
+                                    check = "not checked here: onnxruntime is not installed (pip install onnxruntime)"
                         st.session_state.setdefault(f"export_{fmt}_check", {})[run_id] = check
                         st.rerun()
                     except TLabError as e:
                         st.error(seeing.md(e))
             else:
-                diff, agree, n = done
                 st.download_button(f"{title} ({export.FORMATS[fmt]})", lambda fmt=fmt: _export_bytes(run_id, _mtime(), fmt),
                                    file_name=export.file_name(run_id, fmt), mime=export.MIME[fmt], key=f"export_{fmt}",
                                    on_click="ignore", type="primary", width="stretch")
-                st.caption(f"checked on {n} test images: same top-1 for {agree:.1%}, largest logit difference {diff:.1e}"
-                           if n else "not checked here: onnxruntime is not installed (pip install onnxruntime)")
+                st.caption(done)
     st.caption("From a terminal: `python -m core export --run RUN_ID --format pt|torchscript|onnx --verify`.")
