@@ -1075,16 +1075,20 @@ def lr_finder_curve(lrs: list[float], losses: list[float], smoothed: list[float]
     fig.add_trace(go.Scatter(x=lr, y=sm, mode="lines", name="smoothed loss", line={"color": "#1F6FB2", "width": 2.6},
                              hovertemplate="LR %{x:.2e}<br>smoothed loss %{y:.4g}<extra></extra>"))
     finite = sm[np.isfinite(sm)]
-    if len(finite):
-        lo, start = float(finite.min()), float(finite[: max(1, len(finite) // 10)].mean())
-        fig.update_yaxes(range=[max(0.0, lo - 0.1 * (start - lo + 1e-9)), start + 0.6 * (start - lo + 1e-9)])
-    for value, colour, text in ((current, FROZEN_COLOR, "now"), (suggestion, TRAINABLE_COLOR, "suggested")):
+    lo, start = (float(finite.min()), float(finite[: max(1, len(finite) // 10)].mean())) if len(finite) else (0.0, 1.0)
+    y0, y1 = max(0.0, lo - 0.1 * (start - lo + 1e-9)), start + 0.6 * (start - lo + 1e-9)
+    fig.update_yaxes(range=[y0, y1])
+    # Markers as traces, in data coordinates: layout shapes and annotations
+    # would need log10 positions on this axis.
+    for value, colour, text, height in ((current, FROZEN_COLOR, "now", 0.9), (suggestion, TRAINABLE_COLOR, "suggested", 0.97)):
         if value:
-            x = math.log10(value)  # shapes and annotations on a log axis take log10 coordinates
-            fig.add_shape(type="line", x0=x, x1=x, y0=0, y1=1, yref="paper",
-                          line={"color": colour, "width": 2, "dash": "dash" if text == "now" else "solid"})
-            fig.add_annotation(x=x, y=1 if text == "suggested" else 0.88, yref="paper", text=f"{text} {value:.1e}", showarrow=False,
-                               xanchor="left", yanchor="top", font={"color": colour, "size": 12}, bgcolor="rgba(255,255,255,0.8)")
+            fig.add_trace(go.Scatter(
+                x=[value, value], y=[y0, y1], mode="lines", name=text, showlegend=False,
+                line={"color": colour, "width": 2, "dash": "dash" if text == "now" else "solid"},
+                hovertemplate=f"{text}: LR %{{x:.2e}}<extra></extra>"))
+            fig.add_trace(go.Scatter(
+                x=[value], y=[y0 + height * (y1 - y0)], mode="text", text=[f" {text} {value:.1e}"], showlegend=False,
+                textposition="middle right", textfont={"color": colour, "size": 12}, hoverinfo="skip"))
     fig.update_xaxes(type="log", title_text="learning rate (head)", exponentformat="e")
     fig.update_yaxes(title_text="training loss")
     return _style(fig, title, "raw loss faint, smoothed bold; pick where it falls fastest, well before it blows up",

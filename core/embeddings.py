@@ -110,7 +110,12 @@ def project(features: torch.Tensor | np.ndarray, method: str = "pca", seed: int 
     reduced = PCA(n_components=k, random_state=seed).fit_transform(f) if f.shape[1] > k else f
     perplexity = float(min(30.0, max(2.0, (n - 1) / 3)))
     tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, learning_rate="auto")
-    return tsne.fit_transform(reduced).astype(np.float32)
+    from threadpoolctl import threadpool_limits
+
+    # A few thousand points take seconds on one thread; OpenMP threads on a busy
+    # machine (a dashboard beside training) spin and wait far longer than that.
+    with threadpool_limits(limits=1 if n <= 3000 else None):
+        return tsne.fit_transform(reduced).astype(np.float32)
 
 
 def separation(features: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> float:

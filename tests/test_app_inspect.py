@@ -118,7 +118,8 @@ def test_compare_page_shows_per_class_metrics_the_confusion_matrix_and_its_image
     assert sum(len(i.captions) for i in _walk(at._tree, "cmp_cell_images")) == cm[3, 3]  # the right answers too
 
 
-def test_inspect_page_feature_space_filters_feature_maps_and_a_checked_onnx_export(tiny_runs):
+def test_inspect_page_feature_space_filters_feature_maps_and_a_checked_export(tiny_runs):
+    """(The ONNX button: the browser test.)"""
     shapes = register(tiny_runs.shapes, "shapes")
     at = page("inspect")
     assert at.selectbox(key="inspect_run").value == shapes
@@ -131,7 +132,7 @@ def test_inspect_page_feature_space_filters_feature_maps_and_a_checked_onnx_expo
     maps = list(_walk(at._tree, "inspect_maps"))
     assert [c.split(":")[0] for i in maps for c in i.captions] == ["input, as the model sees it", "stem", "stage1",
                                                                     "stage2", "stage3"]
-    at.button(key="export_build_onnx").click().run()
+    at.button(key="export_build_torchscript").click().run()
     assert not at.exception, at.exception
     assert any("same top-1 for 100.0%" in c.value for c in at.caption), [c.value for c in at.caption]
 

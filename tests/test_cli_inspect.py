@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import zipfile
 
 import numpy as np
@@ -58,22 +59,23 @@ def test_explain_writes_the_overlay_png(tiny_runs, disc_png, out_dir, capsys):
     assert chosen["class"] == "bar" and chosen["predicted"] == "disc" and chosen["probability"] < out["probability"]
 
 
-def test_explain_as_a_process_with_a_run_id_from_the_store(tiny_runs, digit_png, tmp_path):
-    """`python -m core explain --run RUN_ID`: the id is found in TLAB_HOME."""
-    import shutil
+def test_explain_finds_a_run_id_in_the_data_folder_and_writes_only_there(tiny_runs, digit_png, out_dir, tmp_path, capsys):
+    shutil.copytree(tiny_runs.digits, out_dir / "20260101-000000-abcdef")
+    assert cli.main(["explain", "--run", "20260101-000000-abcdef", "--image", str(digit_png), "--out", str(out_dir / "x.png")]) == 0
+    assert "Grad-CAM of Small CNN for class" in capsys.readouterr().out and (out_dir / "x.png").stat().st_size > 1000
+    assert cli.main(["explain", "--run", "nope", "--image", str(digit_png), "--out", str(out_dir / "y.png")]) == 2
+    assert "No run 'nope'" in capsys.readouterr().err
+    assert cli.main(["explain", "--run", "20260101-000000-abcdef", "--image", str(digit_png),
+                     "--out", str(tmp_path / "y.png")]) == 2
+    assert "outside the data folder" in capsys.readouterr().err and not (tmp_path / "y.png").exists()
 
-    home = tmp_path / "home"
-    shutil.copytree(tiny_runs.digits, home / "20260101-000000-abcdef")
-    p = run_cli("explain", "--run", "20260101-000000-abcdef", "--image", str(digit_png), "--out", str(home / "x.png"),
-                env={"TLAB_HOME": str(home), "OMP_NUM_THREADS": "1"})
+
+def test_explain_as_a_process(tiny_runs, disc_png, out_dir):
+    """`python -m core explain` end to end, as a person types it."""
+    p = run_cli("explain", "--run", str(tiny_runs.shapes), "--image", str(disc_png), "--out", str(out_dir / "p.png"),
+                env={"OMP_NUM_THREADS": "1"})
     assert p.returncode == 0, p.stderr
-    assert "Grad-CAM of Small CNN for class" in p.stdout and (home / "x.png").stat().st_size > 1000
-    p = run_cli("explain", "--run", "nope", "--image", str(digit_png), "--out", str(tmp_path / "y.png"),
-                env={"TLAB_HOME": str(home)})
-    assert p.returncode == 2 and "No run 'nope'" in p.stderr and "Traceback" not in p.stderr
-    p = run_cli("explain", "--run", "20260101-000000-abcdef", "--image", str(digit_png), "--out", str(tmp_path / "y.png"),
-                env={"TLAB_HOME": str(home)})
-    assert p.returncode == 2 and "outside the data folder" in p.stderr and not (tmp_path / "y.png").exists()
+    assert "Grad-CAM of Small CNN for class 'disc'" in p.stdout and (out_dir / "p.png").exists()
 
 
 def test_explain_on_an_mlp_run_says_grad_cam_is_not_available(out_dir, digit_png, capsys):
@@ -131,8 +133,9 @@ def test_filters_and_feature_maps_pngs(tiny_runs, disc_png, out_dir, capsys):
             assert im.mode == "RGB" and im.size[0] > 200
 
 
-def test_export_cli_verifies_onnx_of_a_zip_run(tiny_runs, out_dir, capsys):
-    out = _json(capsys, ["export", "--run", str(tiny_runs.shapes), "--format", "onnx", "--out", str(out_dir / "m.onnx"),
+def test_export_cli_verifies_torchscript_of_a_zip_run(tiny_runs, out_dir, capsys):
+    """(ONNX: tests/test_export.py and the browser test.)"""
+    out = _json(capsys, ["export", "--run", str(tiny_runs.shapes), "--format", "torchscript", "--out", str(out_dir / "m.pt"),
                          "--verify", "--json"])
     assert out["ok"] and out["max_abs_diff"] <= 1e-4 and out["top1_agreement"] == 1.0 and out["megabytes"] > 0.5
     assert cli.main(["export", "--run", str(tiny_runs.shapes), "--format", "pt"]) == 0  # default: exports/ in the data folder

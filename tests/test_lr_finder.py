@@ -81,14 +81,15 @@ def test_bad_ranges_are_refused():
         lr_finder.range_test(model, spec, opt, x, y, 1e-3, steps=2)
 
 
-def test_page_subprocess_and_cli_give_a_suggestion_for_the_form(monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny batches: threads cost more than they save on 2 busy cores
-    result = lr_finder.find_lr_in_subprocess(CFG, steps=40)
+def test_find_lr_for_a_config_suggests_a_rate_for_the_form(one_thread):
+    """The range test as the form's run would start (the page runs this same
+    function in a child process: tests/test_app_inspect.py)."""
+    result = lr_finder.find_lr(CFG, steps=40)
     assert result.suggestion is not None and 1e-6 < result.suggestion < 1.0
     assert result.lrs[0] == pytest.approx(1e-7) and len(result.lrs) == len(result.losses) == len(result.smoothed)
     assert result.meta["train_images"] > 1000 and result.meta["device"] == "cpu"
     assert min(result.smoothed) < result.smoothed[0] - 0.3  # the loss really fell somewhere in the range
-    with pytest.raises(ConfigError, match="Unknown backbone"):  # checked before a process starts
+    with pytest.raises(ConfigError, match="Unknown backbone"):  # checked before a child process starts
         lr_finder.find_lr_in_subprocess(CFG.replace(backbone="nope"), steps=10)
 
 
