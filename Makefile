@@ -54,10 +54,21 @@ test-e2e: install-test install-browser
 clean-venv:
 	rm -rf $(VENV)
 
-bench: install
+$(VENV)/.bench: requirements-bench.txt $(VENV)/.runtime
+	$(PIP) install -r requirements-bench.txt
+	touch $@
+
+# The CPU benchmarks (about 10 minutes on 2 idle cores); each prints its ratio and
+# target. The GPU ones: bench/gpu.sh on a CUDA machine (see bench/RESULTS.md).
+bench: install $(VENV)/.bench
 	$(PY) bench/store_overhead.py
 	$(PY) bench/side_by_side.py
 	$(PY) bench/scaling.py
+	$(PY) bench/overhead.py
+	$(PY) bench/feature_cache.py
+	$(PY) bench/demo.py
+	$(PY) bench/ui.py
+	$(PY) bench/peers.py
 
 # Known vulnerabilities in the installed packages (.venv's site-packages), from PyPI's
 # advisory data: needs the network; not part of `make test`. pip-audit exits 1 when it finds any.

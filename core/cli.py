@@ -88,6 +88,7 @@ def _config(args):
         weights=getattr(args, "weights", None), freeze_stages=args.freeze_stages,
         lr_decay=args.lr_decay, unfreeze_every=args.unfreeze_every, name=getattr(args, "name", "") or "",
         processes=getattr(args, "processes", None) or 1,
+        compile=getattr(args, "compile", False),
     )
     return validate(cfg)
 
@@ -467,6 +468,8 @@ def _train_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     sp.add_argument("--augment", action="store_true", help="random flip, resized crop and colour jitter")
     sp.add_argument("--weights", default=None, help="a weights file (state dict) to start from")
+    sp.add_argument("--compile", action="store_true",
+                    help="torch.compile the model: a slower start, faster steps after (mostly on a GPU)")
     sp.add_argument("--name", default="", help="a name for the run")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.add_argument("--processes", type=int, default=None,

@@ -47,6 +47,9 @@ class RunConfig:
     # per epoch and the LR schedule are the same for any number of processes (no linear
     # LR scaling): only BatchNorm statistics, computed per process, see smaller batches.
     processes: int = 1
+    # torch.compile the model for training: slower first steps (compilation),
+    # faster ones after, mostly on a GPU.
+    compile: bool = False
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -115,6 +118,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(cfg.batch_size % cfg.processes == 0,
            f"batch size {cfg.batch_size} is the global batch and must split evenly over {cfg.processes} processes: "
            f"use a multiple of {cfg.processes}, e.g. {max(cfg.processes, cfg.batch_size - cfg.batch_size % cfg.processes)}.")
+    _check(isinstance(cfg.compile, bool), f"compile must be true or false (got {cfg.compile!r}).")
     if cfg.teacher is not None:
         from core import paths
 

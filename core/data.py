@@ -2,8 +2,12 @@
 splits, labels-per-class subsets, and batch transforms run on the device.
 
 Every dataset is decoded once into a uint8 tensor (N, C, S, S) at the run's
-image size; normalisation and augmentation happen per batch on whatever
-device trains, so an epoch costs no image decoding.
+image size, kept on disk in the data folder's cache (so the next run with
+the same images and size starts at once); normalisation and augmentation
+happen per batch on whatever device trains, so an epoch costs no image
+decoding. A folder too large to hold decoded (over TLAB_IN_MEMORY_MB)
+streams from its files through DataLoader workers instead (`ImageFiles`,
+`Batches`).
 """
 
 from __future__ import annotations
@@ -53,12 +57,14 @@ class RawData:
     test_start: int | None = None
     skipped: int = 0
     skipped_examples: list[str] = field(default_factory=list)
+    key: str = ""  # identity of the decoded images (dataset, files, size): part of derived caches' keys
 
 
 @dataclass
 class Split:
     x: torch.Tensor
     y: torch.Tensor
+    index: torch.Tensor | None = None  # positions in the RawData: with its key, names these images
 
     def __len__(self) -> int:
         return len(self.y)
@@ -73,6 +79,7 @@ class DataBundle:
     test: Split
     skipped: int = 0
     skipped_examples: list[str] = field(default_factory=list)
+    key: str = ""  # RawData.key
 
     @property
     def num_classes(self) -> int:
@@ -245,6 +252,26 @@ def _eurosat() -> tuple[list, None, list[str]]:
 # --- a user's own images: folder or ZIP of class folders ----------------------
 
 
+class _FileRef:
+    """Reads one image file; `member` is its path inside the dataset folder."""
+
+    def __init__(self, path: Path, member: str):
+        self.path, self.member = path, member
+
+    def __call__(self) -> Path:
+        return self.path
+
+
+class _ZipRef:
+    """Reads one ZIP entry; `member` is its full name in the archive."""
+
+    def __init__(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo):
+        self.zf, self.info, self.member = zf, info, info.filename
+
+    def __call__(self) -> bytes:
+        return self.zf.read(self.info)
+
+
 def _folder_items(path: Path) -> tuple[dict[str, list[tuple[str, Callable[[], bytes | Path]]]], int, list[str]]:
     """Class name -> [(file name, reader)], plus unsafe/odd entries skipped."""
     classes: dict[str, list] = {}
@@ -272,7 +299,7 @@ def _folder_items(path: Path) -> tuple[dict[str, list[tuple[str, Callable[[], by
                     skipped += 1
                     examples.append(f"{cdir.name}/{f.name} (a link: not followed)")
                     continue
-                classes[cdir.name].append((f"{cdir.name}/{f.name}", (lambda f=f: f)))
+                classes[cdir.name].append((f"{cdir.name}/{f.name}", _FileRef(f, str(f.relative_to(path)))))
         return classes, skipped, examples
     try:
         zf = zipfile.ZipFile(path)
@@ -309,7 +336,7 @@ def _folder_items(path: Path) -> tuple[dict[str, list[tuple[str, Callable[[], by
             continue  # a loose file beside the class folders
         classes.setdefault(p.parts[0], [])
         if p.suffix.lower() in IMAGE_SUFFIXES:
-            classes[p.parts[0]].append((str(p), (lambda info=info: zf.read(info))))
+            classes[p.parts[0]].append((str(p), _ZipRef(zf, info)))
     return dict(sorted(classes.items())), skipped, examples
 
 
@@ -417,9 +444,11 @@ def availability(spec: DatasetSpec) -> str:
         return "download"
 
 
-@functools.lru_cache(maxsize=4)
-def _raw_cached(name: str, size: int, stamp: tuple) -> RawData:
-    return get(name).loader(size)
+# Bump when decoding changes what a cached tensor holds: old cache files then miss.
+DECODE_VERSION = 1
+_TV_FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "cifar-10-batches-py",
+               "cifar100": "cifar-100-python", "flowers102": "flowers-102", "oxford_pets": "oxford-iiit-pet",
+               "eurosat": "eurosat"}
 
 
 def _files_stamp(p: Path) -> tuple:
@@ -443,12 +472,48 @@ def _files_stamp(p: Path) -> tuple:
     return (count, newest, total)
 
 
-def load_raw(name: str, size: int) -> RawData:
-    """Decoded images, cached in-process per (dataset, image size, files' mtime)."""
-    stamp: tuple = (str(paths.datasets_dir()),)  # a new TLAB_HOME is another dataset
+def source_stamp(name: str) -> tuple:
+    """What the decoded images of a dataset depend on besides the image size:
+    the files (count, newest mtime, bytes) for a folder or a downloaded set,
+    scikit-learn's version for the bundled digits."""
     if name.startswith(FOLDER_PREFIX):
-        stamp = _files_stamp(folder_path(name))
-    return _raw_cached(name, size, stamp)
+        p = folder_path(name)
+        return (str(p), *_files_stamp(p))
+    if name in _TV_FOLDERS:
+        return (str(paths.datasets_dir().resolve()), *_files_stamp(paths.datasets_dir() / _TV_FOLDERS[name]))
+    import sklearn
+
+    return ("sklearn", sklearn.__version__)
+
+
+@functools.lru_cache(maxsize=4)
+def _raw_cached(name: str, size: int, stamp: tuple) -> RawData:
+    """Decoded images: from this process's memory, else from the data
+    folder's uint8 cache (one file per dataset, image size and files' stamp),
+    else decoded and written there for the next run."""
+    from core import cache
+
+    key = {"dataset": name, "size": size, "stamp": list(stamp), "decode": DECODE_VERSION}
+    digest = cache.digest(key)
+    hit = cache.load("data", key)
+    if hit is not None:
+        tensors, meta = hit
+        log.info("%s at %dpx: decoded images read from the cache", name, size)
+        return RawData(tensors["x"], tensors["y"], meta["class_names"], meta["test_start"], meta["skipped"],
+                       meta["skipped_examples"], digest)
+    raw = get(name).loader(size)
+    raw.key = digest
+    cache.save("data", key, {"x": raw.x, "y": raw.y},
+               {"class_names": list(raw.class_names), "test_start": raw.test_start, "skipped": raw.skipped,
+                "skipped_examples": list(raw.skipped_examples)})
+    return raw
+
+
+def load_raw(name: str, size: int) -> RawData:
+    """Decoded images, cached per (dataset, image size, files' stamp): in this
+    process, and on disk in the data folder."""
+    get(name)  # an unknown name is an error before any file is looked at
+    return _raw_cached(name, size, source_stamp(name))
 
 
 # --- splits -------------------------------------------------------------------
@@ -487,25 +552,37 @@ def per_class_subset(y: torch.Tensor, k: int, seed: int, class_names: list[str])
     return torch.sort(torch.cat(out)).values
 
 
-def load(name: str, image_size: int, seed: int = 0, labels_per_class: int | None = None,
-         val_fraction: float = 0.15, test_fraction: float = 0.15) -> DataBundle:
-    raw = load_raw(name, image_size)
-    if raw.test_start is None:
-        val_idx, test_idx, train_idx = stratified_split(raw.y, (val_fraction, test_fraction), seed)
+def _split_indices(y: torch.Tensor, test_start: int | None, seed: int, labels_per_class: int | None,
+                   val_fraction: float, test_fraction: float, class_names: list[str], name: str):
+    if test_start is None:
+        val_idx, test_idx, train_idx = stratified_split(y, (val_fraction, test_fraction), seed)
     else:
-        pool = torch.arange(raw.test_start)
-        v, t = stratified_split(raw.y[: raw.test_start], (val_fraction,), seed)
+        pool = torch.arange(test_start)
+        v, t = stratified_split(y[:test_start], (val_fraction,), seed)
         val_idx, train_idx = pool[v], pool[t]
-        test_idx = torch.arange(raw.test_start, len(raw.y))
+        test_idx = torch.arange(test_start, len(y))
     if labels_per_class is not None:
-        train_idx = train_idx[per_class_subset(raw.y[train_idx], labels_per_class, seed, raw.class_names)]
+        train_idx = train_idx[per_class_subset(y[train_idx], labels_per_class, seed, class_names)]
     if min(len(train_idx), len(val_idx), len(test_idx)) == 0:
         raise DataError(f"{name} is too small to split into train, validation and test sets: add images (3 or more per class).")
+    return train_idx, val_idx, test_idx
 
-    def take(idx: torch.Tensor) -> Split:
-        return Split(raw.x[idx], raw.y[idx])
 
-    return DataBundle(name, raw.class_names, take(train_idx), take(val_idx), take(test_idx), raw.skipped, raw.skipped_examples)
+def load(name: str, image_size: int, seed: int = 0, labels_per_class: int | None = None,
+         val_fraction: float = 0.15, test_fraction: float = 0.15) -> DataBundle:
+    """A dataset cut into train, validation and test splits. Decoded into
+    memory (uint8) when it fits under the in-memory limit; a folder too large
+    for that streams its files through a DataLoader instead (`ImageFiles`)."""
+    if name.startswith(FOLDER_PREFIX):
+        files = _stream_listing(name, image_size)
+        if files is not None:
+            idx = _split_indices(files.y, None, seed, labels_per_class, val_fraction, test_fraction, files.class_names, name)
+            return DataBundle(name, files.class_names, *(Split(files.take(i), files.y[i], i) for i in idx),
+                              files.skipped, files.skipped_examples, files.key)
+    raw = load_raw(name, image_size)
+    idx = _split_indices(raw.y, raw.test_start, seed, labels_per_class, val_fraction, test_fraction, raw.class_names, name)
+    return DataBundle(name, raw.class_names, *(Split(raw.x[i], raw.y[i], i) for i in idx), raw.skipped,
+                      raw.skipped_examples, raw.key)
 
 
 SPLITS = ("train", "val", "test")
@@ -521,6 +598,170 @@ def run_split(config: dict, which: str = "test") -> Split:
                   config.get("labels_per_class"), float(config.get("val_fraction", 0.15)),
                   float(config.get("test_fraction", 0.15)))
     return getattr(bundle, which)
+
+
+# --- large folders: streamed through a DataLoader -------------------------------
+
+
+def _default_in_memory_mb() -> float:
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        ram = 8 << 30
+    return float(min(8192, max(256, ram // 4 >> 20)))
+
+
+# Decoded uint8 images (N x 3 x S x S bytes) up to this size are kept in memory
+# (and on the training device); a folder above it streams from its files.
+IN_MEMORY_MB = limits.Limit("decoded images kept in memory", "TLAB_IN_MEMORY_MB", _default_in_memory_mb(), "MB")
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """The images of a folder or ZIP, decoded one at a time when asked: for
+    datasets too large to hold decoded. Items are (uint8 (3, S, S), ok);
+    an unreadable file gives ok=False and is dropped from its batch."""
+
+    def __init__(self, source: Path, names: list[str], size: int, key: str, y: torch.Tensor,
+                 class_names: list[str], skipped: int = 0, skipped_examples: list[str] | None = None):
+        self.source, self.names, self.size, self.key, self.y = source, names, size, key, y
+        self.class_names, self.skipped, self.skipped_examples = class_names, skipped, skipped_examples or []
+        self._zip: tuple[int, zipfile.ZipFile] | None = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.names), 3, self.size, self.size)
+
+    def take(self, idx: torch.Tensor) -> "ImageFiles":
+        names = [self.names[i] for i in idx.tolist()]
+        return ImageFiles(self.source, names, self.size, self.key, self.y[idx], self.class_names)
+
+    def _read(self, name: str) -> bytes | Path:
+        if self.source.is_dir():
+            return self.source / name
+        # One ZipFile per process: DataLoader workers must not share a file offset.
+        if self._zip is None or self._zip[0] != os.getpid():
+            self._zip = (os.getpid(), zipfile.ZipFile(self.source))
+        return self._zip[1].read(name)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, bool]:
+        try:
+            return torch.from_numpy(decode_image(self._read(self.names[i]), self.size)), True
+        except Exception as e:  # PIL raises many types for broken files
+            log.warning("skipped unreadable image %s (%s)", self.names[i], type(e).__name__)
+            return torch.zeros((3, self.size, self.size), dtype=torch.uint8), False
+
+    def __getstate__(self):  # workers started by spawn open their own ZIP handle
+        return {**self.__dict__, "_zip": None}
+
+
+def _stream_listing(name: str, size: int) -> ImageFiles | None:
+    """The folder's files, labelled, when decoding them all would pass the
+    in-memory limit; None when they fit (the usual, decoded path)."""
+    path = folder_path(name)
+    if not path.exists():
+        return None  # the decoded path says what is wrong
+    classes, skipped, examples = _folder_items(path)
+    n = sum(len(v) for v in classes.values())
+    if n * 3 * size * size <= IN_MEMORY_MB.value() * 2**20:
+        return None
+    names = list(classes)
+    problems = []
+    if len(names) < 2:
+        problems.append(f"found {len(names)} class folder(s) ({', '.join(names) or 'none'}); at least 2 are needed")
+    empty = [c for c, files in classes.items() if not files]
+    if empty:
+        problems.append(f"class folder(s) with no image: {', '.join(empty)}")
+    if problems:
+        raise DataError(f"{path.name} can't be used: " + "; ".join(problems)
+                        + ". Expected one subfolder per class, each holding images (PNG, JPEG, ...).")
+    files = [read.member for cls in classes.values() for _, read in cls]
+    y = torch.tensor([label for label, cls in enumerate(classes.values()) for _ in cls], dtype=torch.int64)
+    from core import cache
+
+    key = cache.digest({"dataset": name, "size": size, "stamp": list(source_stamp(name)), "decode": DECODE_VERSION})
+    log.info("%s: %d images at %dpx pass %s: streaming them from the files", name, n, size, IN_MEMORY_MB.describe())
+    return ImageFiles(path, files, size, key, y, names, skipped, examples[:10])
+
+
+def stream_workers() -> int:
+    """DataLoader workers: every core but one for the training process, at most 16."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, min(16, cores - 1))
+
+
+def _collate(items: list[tuple[torch.Tensor, bool]]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.stack([x for x, _ in items]), torch.tensor([ok for _, ok in items], dtype=torch.bool)
+
+
+class _Order(torch.utils.data.Sampler):
+    """Batches of indices from an order the trainer sets before each epoch, so
+    one DataLoader (and its persistent workers) serves every epoch."""
+
+    def __init__(self, batch_size: int):
+        self.batch_size, self.order = batch_size, torch.empty(0, dtype=torch.long)
+
+    def __iter__(self):
+        for i in range(0, len(self.order), self.batch_size):
+            yield self.order[i : i + self.batch_size].tolist()
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.order) / self.batch_size)
+
+
+class Batches:
+    """uint8 batches of a split on the training device, with their labels and
+    positions: sliced from memory, or decoded by DataLoader workers (pinned
+    memory, persistent across epochs, several batches ahead) for ImageFiles."""
+
+    def __init__(self, split: Split, batch_size: int, device: torch.device, workers: int | None = None):
+        self.split, self.batch_size, self.device = split, batch_size, torch.device(device)
+        self.streamed = isinstance(split.x, ImageFiles)
+        self.dropped = 0  # unreadable files met so far
+        self._sampler = self._loader = None
+        if self.streamed:
+            workers = stream_workers() if workers is None else workers
+            self._sampler = _Order(batch_size)
+            self._loader = torch.utils.data.DataLoader(
+                split.x, batch_sampler=self._sampler, num_workers=workers, collate_fn=_collate,
+                pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
+                prefetch_factor=4 if workers > 0 else None)
+            self._y = split.y.to(self.device)
+
+    def __call__(self, order: torch.Tensor | None = None, span: tuple[int, int] | None = None):
+        """Yield (x uint8, y, positions) over `order`, or over the positions
+        start..stop-1 of `span` in turn (default: the whole split)."""
+        n = len(self.split)
+        if order is None:
+            start, stop = span or (0, n)
+            if not self.streamed:  # in turn: slices, no copies
+                x, y = self.split.x, self.split.y
+                for i in range(start, stop, self.batch_size):
+                    xb = x[i : min(stop, i + self.batch_size)]
+                    yield xb, y[i : i + len(xb)], torch.arange(i, i + len(xb), device=x.device)
+                return
+            order = torch.arange(start, min(stop, n))
+        if not self.streamed:
+            x, y = self.split.x, self.split.y
+            for i in range(0, len(order), self.batch_size):
+                idx = order[i : i + self.batch_size]
+                yield x[idx], y[idx], idx
+            return
+        self._sampler.order = order.cpu()
+        for i, (xb, ok) in enumerate(self._loader):
+            idx = self._sampler.order[i * self.batch_size : (i + 1) * self.batch_size]
+            if not bool(ok.all()):
+                self.dropped += int((~ok).sum())
+                xb, idx = xb[ok], idx[ok]
+                if not len(idx):
+                    continue
+            idx = idx.to(self.device, non_blocking=True)
+            yield xb.to(self.device, non_blocking=True), self._y[idx], idx
 
 
 # --- batch transforms (on the training device) ---------------------------------
@@ -549,8 +790,8 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     b = x.shape[0]
     dev = x.device
 
-    def rand(*shape):
-        return torch.rand(*shape, generator=g).to(dev)
+    def rand(*shape):  # drawn where the generator lives (the training device, in the engine)
+        return torch.rand(*shape, generator=g, device=g.device).to(dev)
 
     scale = 0.6 + 0.4 * rand(b)
     log_ratio = (rand(b) - 0.5) * 2 * math.log(4 / 3)

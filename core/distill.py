@@ -60,6 +60,33 @@ def teacher_logits(teacher, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
     return torch.cat(out) if out else torch.empty(0, teacher.num_classes)
 
 
+def cached_teacher_logits(teacher, split, data_key: str, device: torch.device) -> tuple[torch.Tensor, bool]:
+    """The teacher's logits for a split's images, from the data folder's cache
+    when a run before computed them for the same teacher weights, images and
+    device kind; else computed once and cached. Returns (logits on `device`,
+    whether they came from the cache)."""
+    from core import cache
+
+    key = {"teacher_weights": cache.tensors_digest(teacher.model.state_dict().items()),
+           "teacher_backbone": teacher.spec.name, "teacher_size": teacher.image_size,
+           "data": data_key, "images": cache.index_digest(split.index), "n": len(split),
+           "student_size": int(split.x.shape[-1]), "device": device.type}
+    hit = cache.load("teacher_logits", key) if data_key else None
+    if hit is not None and hit[0]["logits"].shape[0] == len(split):
+        return hit[0]["logits"].to(device), True
+    if isinstance(split.x, torch.Tensor):
+        logits = teacher_logits(teacher, split.x.to(device))
+    else:  # a folder streamed from its files: a row per position (unreadable images stay zero, never drawn)
+        from core import data
+
+        logits = torch.zeros(len(split), teacher.num_classes, device=device)
+        for xb, _, pos in data.Batches(split, 256, device)():
+            logits[pos] = teacher_logits(teacher, xb)
+    if data_key:
+        cache.save("teacher_logits", key, {"logits": logits})
+    return logits, False
+
+
 def state_size_mb(model: torch.nn.Module) -> float:
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)

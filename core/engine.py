@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core import backbones, data, faults, strategies
+from core import backbones, cache, data, faults, strategies
 from core.distributed import SINGLE, Dist
 from core.config import RunConfig, validate
 from core.errors import ConfigError, TLabError
@@ -31,6 +31,9 @@ from core.strategies import LayerPlan
 log = logging.getLogger(__name__)
 
 EVAL_BATCH = 256
+# Frozen backbones: train the head on features computed once (and cached on
+# disk). Off only to measure what that saves (bench/feature_cache.py).
+FEATURE_CACHE = True
 
 
 # --- events -------------------------------------------------------------------
@@ -235,6 +238,7 @@ class Trainer:
         self.strategy = strategies.get(cfg.strategy)
         self.device = dist.device(resolve_device(cfg.device))
         self.cuda = self.device.type == "cuda"
+        self._sources: dict[tuple[int, int], data.Batches] = {}
 
     def emit(self, event: Event) -> None:
         for listener in self.listeners:
@@ -261,31 +265,106 @@ class Trainer:
         model.eval()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        start, stop = self.dist.shard(len(split))  # each process scores its share
-        for i in range(start, stop, EVAL_BATCH):
-            xb = split.x[i : min(stop, i + EVAL_BATCH)]
-            yb = split.y[i : min(stop, i + EVAL_BATCH)].to(self.device)
+        count = torch.zeros((), device=self.device, dtype=torch.long)
+        span = self.dist.shard(len(split))  # each process scores its share
+        for xb, yb, _ in self._batches(split, EVAL_BATCH)(span=span):
+            yb = yb.to(self.device)
             x = xb.to(self.device) if features else self._prep(xb)
             with self._autocast():
                 logits = model(x).float()
             loss_sum += F.cross_entropy(logits, yb, reduction="sum")
             correct += (logits.argmax(1) == yb).sum()
-        loss_sum, correct = self.dist.sum_(loss_sum), self.dist.sum_(correct)
-        n = max(1, len(split))
+            count += len(yb)  # fewer than the split when streaming met an unreadable file
+        loss_sum, correct, count = self.dist.sum_(loss_sum), self.dist.sum_(correct), self.dist.sum_(count)
+        n = max(1, int(count))
         return float(loss_sum) / n, float(correct) / n
+
+    def _note_dropped(self, noted: int, where: str) -> int:
+        """Say how many unreadable files streaming met since the last note."""
+        dropped = sum(source.dropped for source in self._sources.values())
+        if dropped > noted:
+            self.emit(Note(f"skipped {dropped - noted} unreadable image file(s) {where}"))
+        return dropped
+
+    def _batches(self, split: data.Split, batch_size: int) -> data.Batches:
+        """One batch source per split and batch size for the whole run: a
+        streamed split keeps its DataLoader workers from epoch to epoch."""
+        key = (id(split), batch_size)
+        source = self._sources.get(key)
+        if source is None or source.split is not split:
+            source = self._sources[key] = data.Batches(split, batch_size, self.device)
+        return source
 
     @torch.inference_mode()
     def _features(self, model: nn.Module, split: data.Split) -> data.Split:
         model.eval()
         start, stop = self.dist.shard(len(split))  # each process computes its share, then all gather them
-        stop = max(stop, start + 1)  # an empty share still needs the feature width for the gather
-        out = []
+        out, got = [], []
         with head_removed(model, self.spec.head):
-            for i in range(start, stop, EVAL_BATCH):
+            # an empty share still needs the feature width for the gather
+            for xb, _, pos in self._batches(split, EVAL_BATCH)(span=(start, max(stop, start + 1))):
                 with self._autocast():
-                    out.append(model(self._prep(split.x[i : min(stop, i + EVAL_BATCH)])).float())
-        feats = torch.cat(out)[: self.dist.shard(len(split))[1] - start]
-        return data.Split(self.dist.gather_rows(feats, len(split)), split.y.to(self.device))
+                    out.append(model(self._prep(xb)).float())
+                got.append(pos)
+        if not out:  # a streamed split with nothing in this share: an empty batch gives the width
+            with head_removed(model, self.spec.head), self._autocast():
+                size = self.cfg.image_size
+                out.append(model(torch.zeros((0, 3, size, size), device=self.device)).float())
+            got.append(torch.zeros(0, dtype=torch.long))
+        part, pos = torch.cat(out), torch.cat(got).to(self.device)
+        # Rows by position in the share; an image streaming could not read stays marked missing.
+        feats = torch.zeros((stop - start, part.shape[1]), device=self.device)
+        present = torch.zeros(stop - start, device=self.device)
+        keep = pos < stop
+        feats[pos[keep] - start], present[pos[keep] - start] = part[keep], 1.0
+        feats = self.dist.gather_rows(feats, len(split))
+        present = self.dist.gather_rows(present[:, None], len(split))[:, 0] > 0
+        index = split.index[present.cpu()] if split.index is not None else None
+        return data.Split(feats[present], split.y.to(self.device)[present], index)
+
+    def _cached_features(self, model: nn.Module, split: data.Split, data_key: str) -> tuple[data.Split, bool]:
+        """Backbone features of a split, from the data folder's cache when a run
+        before computed them for the same backbone weights, images, image size
+        and device kind (so with the same precision); else computed and cached."""
+        head_prefix = self.spec.head + "."
+        key = {"backbone": self.spec.name,
+               "weights": cache.tensors_digest((k, v) for k, v in model.state_dict().items() if not k.startswith(head_prefix)),
+               "data": data_key, "images": cache.index_digest(split.index), "n": len(split),
+               "image_size": self.cfg.image_size, "device": self.device.type, "bf16": self.cuda}
+        hit = cache.load("features", key) if data_key else None
+        if hit is not None and not (set(hit[0]) == {"x", "y", "index"} and len(hit[0]["x"]) == len(hit[0]["y"])):
+            hit = None
+        # Several processes use the cache only if every one of them found it.
+        if self.dist.sync_flags([float(hit is None)])[0] == 0:
+            t = hit[0]
+            return data.Split(t["x"].to(self.device), t["y"].to(self.device), t["index"] if len(t["index"]) else None), True
+        feats = self._features(model, split)
+        if data_key and self.dist.is_main:
+            index = feats.index if feats.index is not None else torch.empty(0, dtype=torch.long)
+            cache.save("features", key, {"x": feats.x, "y": feats.y, "index": index})
+        return feats, False
+
+    def _compiled(self, module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        """torch.compile(module) for the training steps. If compiling fails at
+        the first call (no C++ compiler for the CPU backend, an op the tracer
+        can't handle), the run says so and goes on eagerly."""
+        compiled = torch.compile(module)
+        state = {"fn": compiled, "first": True}
+
+        def call(x: torch.Tensor) -> torch.Tensor:
+            if not state["first"]:
+                return state["fn"](x)
+            state["first"] = False
+            try:
+                return compiled(x)
+            except torch._dynamo.exc.TorchDynamoException as e:
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                log.warning("torch.compile failed, training eagerly: %s", first)
+                self.emit(Note(f"torch.compile failed ({type(e).__name__}: {first}): training without it"))
+                state["fn"] = module
+                return module(x)
+
+        return call
 
     def _group_params(self, model: nn.Module) -> dict[str, list[nn.Parameter]]:
         owner = backbones.group_of_parameters(self.spec, model)
@@ -330,24 +409,41 @@ class Trainer:
             optimizer.load_state_dict(ckpt["optimizer"])
 
         # Move the (uint8) data to the device once: every epoch reads it from there.
+        # (A folder too large for memory streams from its files instead.)
         for split in (bundle.train, bundle.val, bundle.test):
-            split.x, split.y = split.x.to(self.device), split.y.to(self.device)
+            if isinstance(split.x, torch.Tensor):
+                split.x, split.y = split.x.to(self.device), split.y.to(self.device)
 
-        use_cache = cfg.strategy == "feature_extraction" and not cfg.augment
+        use_cache = FEATURE_CACHE and cfg.strategy == "feature_extraction" and not cfg.augment
         head = model.get_submodule(spec.head)
         if use_cache:
             t0 = time.perf_counter()
-            feats = {k: self._features(model, getattr(bundle, k)) for k in ("train", "val", "test")}
-            self.emit(Note(f"feature cache: backbone features computed once for {sum(len(f) for f in feats.values())} "
-                           f"images in {time.perf_counter() - t0:.1f}s; the head trains on the cache"))
+            feats, reused = {}, 0
+            for k in ("train", "val", "test"):
+                feats[k], hit = self._cached_features(model, getattr(bundle, k), bundle.key)
+                reused += len(feats[k]) if hit else 0
+            n_feats = sum(len(f) for f in feats.values())
+            how = (f"read from the data folder's cache for all {n_feats} images" if reused == n_feats else
+                   f"computed once for {n_feats - reused} images" + (f" (cached for {reused})" if reused else ""))
+            self.emit(Note(f"feature cache: backbone features {how} in {time.perf_counter() - t0:.1f}s; "
+                           "the head trains on the cache"))
             log.info("feature extraction without augmentation: training the head on cached features")
-            train_x, train_y = feats["train"].x, feats["train"].y
-            fwd = head
+            train_split = feats["train"]
+            net = head  # what trains: the model, or the head on cached features
         else:
-            train_x, train_y = bundle.train.x, bundle.train.y
-            fwd = model
-        net = fwd  # what trains: the model, or the head on cached features
-        fwd = dist.wrap(net, self.device)
+            train_split = bundle.train
+            net = model
+        train_y = train_split.y
+
+        def wrapped():
+            """What the steps call: the net, under DDP when several processes
+            train it, compiled when asked."""
+            module = dist.wrap(net, self.device)
+            return self._compiled(module) if cfg.compile else module
+
+        fwd = wrapped()
+        if cfg.compile:
+            self.emit(Note("torch.compile is on: the first steps include compilation"))
 
         n_train = len(train_y)
         if cfg.steps:  # a fixed budget of steps, batches drawn with replacement
@@ -363,6 +459,7 @@ class Trainer:
                               f"use a multiple of {dist.world_size}.")
         local_bs = bs // dist.world_size  # this process's slice of every global batch
         local = slice(dist.rank * local_bs, (dist.rank + 1) * local_bs)
+        train_batches = self._batches(train_split, local_bs)
 
         teacher, soft_targets = None, None
         if cfg.teacher:
@@ -372,9 +469,10 @@ class Trainer:
             distill.check_teacher(teacher, bundle.class_names)
             teacher.model.to(self.device)
             if not cfg.augment:
-                soft_targets = distill.teacher_logits(teacher, bundle.train.x)
+                soft_targets, hit = distill.cached_teacher_logits(teacher, bundle.train, bundle.key, self.device)
                 self.emit(Note(f"distilling from run {cfg.teacher} ({teacher.spec.title}): its logits for "
-                               f"{len(soft_targets)} training images computed once, T={cfg.temperature:g}, alpha={cfg.alpha:g}"))
+                               f"{len(soft_targets)} training images {'read from the cache' if hit else 'computed once'}, "
+                               f"T={cfg.temperature:g}, alpha={cfg.alpha:g}"))
         self.emit(RunStart(self.run_id, cfg, str(self.device), tuple(bundle.class_names),
                            {"train": len(bundle.train), "val": len(bundle.val), "test": len(bundle.test),
                             "skipped": bundle.skipped},
@@ -391,9 +489,11 @@ class Trainer:
         if dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         ckpt_path = self.run_dir / "checkpoint.pt"
-        aug_gen = torch.Generator().manual_seed(cfg.seed + 7919) if cfg.augment else None
+        # On the training device: drawing augmentation parameters then costs no
+        # host-to-device copy (a stream sync on CUDA) per batch.
+        aug_gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 7919) if cfg.augment else None
         aug_stream = cfg.seed * 1_000_003 + 7919 * dist.rank  # each process augments its own slice differently
-        images_seen, train_seconds = 0, 0.0
+        images_seen, train_seconds, dropped_noted = 0, 0.0, 0
         status, reason = "finished", ""
         try:
             for epoch in range(start_epoch, cfg.epochs + 1):
@@ -401,7 +501,7 @@ class Trainer:
                 if new_plan.group_table() != plan.group_table():
                     plan = new_plan
                     strategies.apply_plan(spec, model, plan, optimizer)
-                    fwd = dist.wrap(net, self.device)  # DDP syncs the parameters trainable when it was built
+                    fwd = wrapped()  # DDP syncs the parameters trainable when it was built
                     self.emit(PlanChange(epoch, plan))
                 result.trainable_params = max(result.trainable_params, plan.trainable_params)
                 if use_cache:
@@ -415,7 +515,8 @@ class Trainer:
                     order = torch.randint(n_train, (steps_per_epoch * bs,), generator=epoch_gen)
                 else:
                     order = torch.randperm(n_train, generator=epoch_gen)
-                order = order.to(self.device)
+                # This process's slice of every global batch, in step order.
+                order = order[: steps_per_epoch * bs].view(steps_per_epoch, bs)[:, local].reshape(-1).to(self.device)
                 grad_sq = {g: torch.zeros((), device=self.device) for g in groups}
                 loss_sum = torch.zeros((), device=self.device)
                 correct = torch.zeros((), device=self.device, dtype=torch.long)
@@ -424,21 +525,19 @@ class Trainer:
                 log_every = 10 if self.cuda else 1
                 window_loss = torch.zeros((), device=self.device)
                 t_window, window_imgs = time.perf_counter(), 0
-                for i in range(steps_per_epoch):
+                for i, (xraw, yb, idx) in enumerate(train_batches(order)):
                     if not dist.enabled and self.should_stop():  # several processes agree on stopping below
                         raise Cancelled()
-                    idx = order[i * bs : (i + 1) * bs][local]
-                    yb = train_y[idx]
                     t_logits = None
                     if use_cache:
-                        xb = train_x[idx]
+                        xb = xraw
                     elif teacher is not None and soft_targets is None:  # augmented: the teacher sees the same crop
-                        xa = data.augment(data.to_unit(train_x[idx].to(self.device)), aug_gen)
+                        xa = data.augment(data.to_unit(xraw), aug_gen)
                         xb = self._normalise(xa)
                         with torch.inference_mode():
                             t_logits = teacher.model(distill.teacher_input(xa, teacher)).float()
                     else:
-                        xb = self._prep(train_x[idx], aug_gen)
+                        xb = self._prep(xraw, aug_gen)
                     if soft_targets is not None:
                         t_logits = soft_targets[idx]
                     factor = lr_factor(step, total_steps)
@@ -503,6 +602,7 @@ class Trainer:
                 result.epochs, result.val_accuracy, result.best_val_accuracy = epoch, val_acc, best_val
                 self.emit(EpochEnd(epoch, train_loss, float(correct) / max(1, seen), val_loss, val_acc,
                                    epoch_seconds, seen / max(epoch_seconds, 1e-9)))
+                dropped_noted = self._note_dropped(dropped_noted, f"in epoch {epoch}")
                 if not dist.is_main:
                     continue  # rank 0 alone reports layer stats and writes the checkpoint
                 self.emit(LayerStats(epoch, self._layer_rows(plan, groups, w0, grad_sq, steps_per_epoch)))
@@ -518,6 +618,7 @@ class Trainer:
                 result.test_loss, result.test_accuracy = self.evaluate(head, feats["test"], features=True)
             else:
                 result.test_loss, result.test_accuracy = self.evaluate(model, bundle.test)
+            self._note_dropped(dropped_noted, "in the test set")
         except Cancelled:
             status, reason = "cancelled", "stopped by request"
         except (Diverged, CheckpointWriteError) as e:
@@ -526,6 +627,7 @@ class Trainer:
             if not is_out_of_memory(e):
                 raise
             status, reason = "failed", out_of_memory_reason(cfg, f"at epoch {result.epochs + 1}")
+        self._sources.clear()  # a streamed split's DataLoader workers end here, not with the process
         result.status, result.reason = status, reason
         result.seconds = time.perf_counter() - t_start
         result.images_per_second = images_seen / train_seconds if train_seconds else 0.0

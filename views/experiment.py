@@ -129,12 +129,15 @@ with left:
     with_scratch = st.checkbox("Also train from scratch for comparison", True, key="with_scratch",
                                disabled=strategy == "scratch",
                                help="A twin with random weights, same data and budget, in the same group.")
+    compile_model = st.checkbox("Compile the model (torch.compile)", DEFAULTS.compile, key="compile",
+                                help="Faster training steps after a slow start (compiling takes a minute or more): "
+                                     "worth it on a GPU and for long runs, rarely for a short CPU run.")
 
 cfg = RunConfig(backbone=backbone, strategy=strategy, dataset=dataset or "digits", epochs=int(epochs),
                 image_size=int(image_size), batch_size=int(batch_size), lr=float(lr),
                 labels_per_class=int(labels) or None, seed=int(seed), device=device, augment=augment,
                 weights=weights_file, freeze_stages=int(freeze_stages), lr_decay=float(lr_decay),
-                unfreeze_every=int(unfreeze_every), processes=int(processes))
+                unfreeze_every=int(unfreeze_every), processes=int(processes), compile=compile_model)
 
 with right:
     st.subheader("Layer map")

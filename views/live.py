@@ -12,6 +12,9 @@ from core.errors import TLabError
 from ui.common import config_of, label, latest_group, pick_runs, plain, store
 
 ACTIVE = ("queued", "running")
+# Long runs log tens of thousands of steps: each refresh reads at most about this
+# many per run, averaged in SQLite (the charts draw no more points anyway).
+STEP_POINTS = 500
 REFRESH_SECONDS = 2.0  # live enough; each refresh redraws six charts, which on 2 cores competes with training
 
 st.title("Live")
@@ -79,7 +82,7 @@ def live_view() -> None:
     rows = {i: s.run(i) for i in selected}
     df = runs[runs["id"].isin(selected)].copy()
     df["status"] = df["id"].map(lambda i: rows[i]["status"])
-    steps = s.metrics(selected, "step")
+    steps = s.metrics(selected, "step", max_points=STEP_POINTS)
     epochs = s.metrics(selected)
 
     with st.container(key="live_status"):
