@@ -26,3 +26,53 @@ def test_the_compile_switch_reaches_the_queued_runs(no_workers):
     assert not at.exception, at.exception
     configs = [json.loads(c) for c in Store().runs()["config"]]
     assert len(configs) == 2 and all(c["compile"] is True for c in configs)  # the run and its scratch twin
+
+
+def _long_run(steps: int) -> str:
+    """A finished run whose step series is long (as 50 epochs of 500 steps would be)."""
+    from core.config import RunConfig
+
+    store = Store()
+    run_id = store.add_run(RunConfig(backbone="small_cnn", strategy="scratch", epochs=10).to_json(), "long", None, "finished")
+    per_epoch = steps // 10
+    with store.tx() as c:
+        c.executemany("INSERT INTO step_metrics VALUES (?,?,?,?,?,?,?)",
+                      [(run_id, s, 1 + (s - 1) // per_epoch, float(s), 1e-3, 100.0, float(s)) for s in range(1, steps + 1)])
+        c.executemany("INSERT INTO epoch_metrics VALUES (?,?,?,?,?,?,?,?,?)",
+                      [(run_id, e, 1.0, 0.5, 1.0, 0.5, 1.0, 100.0, float(e)) for e in range(1, 11)])
+        c.execute("UPDATE runs SET steps_per_epoch=?, epochs_done=10 WHERE id=?", (per_epoch, run_id))
+    return run_id
+
+
+def test_long_step_series_are_averaged_down_in_the_store():
+    run_id = _long_run(5000)
+    full = Store().metrics([run_id], "step")
+    thin = Store().metrics([run_id], "step", max_points=500)
+    assert len(full) == 5000 and len(thin) == 500
+    assert thin["step"].iloc[-1] == 5000 and thin["epoch"].iloc[-1] == 10  # ends where the run ends
+    assert thin["loss"].iloc[0] == sum(range(1, 11)) / 10  # each point the mean of its steps
+    assert abs(thin["loss"].mean() - full["loss"].mean()) < 1e-9
+    short = Store().metrics([run_id], "step", max_points=10_000)
+    assert len(short) == 5000  # a series already short enough comes back whole
+
+
+def test_live_page_draws_a_long_run_with_a_few_hundred_points():
+    _long_run(20_000)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.switch_page("views/live.py").run()
+    assert not at.exception, at.exception
+    spec = json.loads(next(c.proto.spec for c in at.get("plotly_chart") if "Training loss by step" in c.proto.spec))
+    xs = [_values(t["x"]) for t in spec["data"]]
+    assert xs and all(len(x) <= 500 for x in xs)  # raw and smoothed lines, each thinned
+    assert all(x[-1] == 20_000 for x in xs)  # and still reaching the last step
+
+
+def _values(v) -> list:
+    """A plotly JSON array: a list, or a typed array (base64 bytes and a dtype)."""
+    if isinstance(v, dict) and "bdata" in v:
+        import base64
+
+        import numpy as np
+
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"])).tolist()
+    return list(v)
