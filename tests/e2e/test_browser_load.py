@@ -1,5 +1,6 @@
 """Load, with real processes: two app servers on one data folder, five browser
-sessions watching, five launcher processes queueing twenty tiny runs at once.
+sessions watching (one of them launching from the Experiment page), five
+launcher processes queueing twenty tiny runs at once.
 One app is restarted mid-run. Every run finishes, every page shows the same
 truth, and "database is locked" never reaches a person. Also: the shipped config listens on loopback only with
 XSRF on, and hostile run names show as typed."""
@@ -121,6 +122,25 @@ def test_two_apps_five_sessions_twenty_runs_one_truth(more_apps, browser, snap, 
         expect(page.get_by_text("No runs yet")).to_be_visible()
     mark("five sessions on Live")
 
+    # One person launches from the Experiment page (a tiny run: Small CNN from scratch, 1 epoch at 16 px, 40
+    # labels per class); the app switches that session to Live, where it watches its run.
+    ui = pages[0]
+    ui.goto(f"{urls[0]}/")
+    wait_idle(ui)
+    for key, option in (("backbone", "Small CNN"), ("strategy", "From scratch")):
+        ui.locator(f".st-key-{key}").click()
+        ui.get_by_role("option", name=re.compile(f"^{option}")).first.click()
+        wait_idle(ui)
+    for key, value in (("epochs", "1"), ("image_size", "16"), ("labels_per_class", "40")):
+        ui.locator(f".st-key-{key} input").fill(value)
+        ui.locator(f".st-key-{key} input").press("Enter")
+        wait_idle(ui)
+    expect(ui.get_by_text("From scratch of Small CNN", exact=False)).to_be_visible()
+    ui.locator(".st-key-launch").get_by_test_id("stBaseButton-primary").click()
+    expect(ui).to_have_url(re.compile(r"/live/?(\?.*)?$"))
+    expect(ui.locator(".st-key-live_status")).to_contain_text("small_cnn")
+    mark("one session launched from the Experiment page")
+
     # Five processes queue a group of four runs each, all at once; each starts workers if none is alive.
     # The runs are tiny (small_cnn, 16 px, 12 images, one step): the load is on the store and the pages.
     env = {**os.environ, "TLAB_HOME": str(home), "TORCH_HOME": str(home.parent / "torch_home"),
@@ -178,7 +198,7 @@ def test_two_apps_five_sessions_twenty_runs_one_truth(more_apps, browser, snap, 
             snap(page, "load-01-live-finished.png")
     assert all(t == texts[0] for t in texts.values())  # the same truth on both app processes
     runs = store.runs()
-    assert len(runs) == N_RUNS and set(runs["status"]) == {"finished"}, runs[["id", "status", "reason"]]
+    assert len(runs) == N_RUNS + 1 and set(runs["status"]) == {"finished"}, runs[["id", "status", "reason"]]
     shown = {m for line in texts[0] for m in re.findall(r"\(([0-9a-f]{6})\) — finished", line)}
     assert shown == {i[-6:] for i in runs[runs["group_id"] == newest]["id"]}  # the pages show what the store holds
 
