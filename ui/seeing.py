@@ -5,22 +5,24 @@ in core (explain, evaluate, embeddings, lr_finder, export)."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import streamlit as st
 
 from core import charts, evaluate, explain, paths, predict
 from core.errors import TLabError
+from ui.common import plain
 
 NO_BAR = {"displayModeBar": False}
 
 
-def md(text: str) -> str:
-    """A name that came from a user (class folder, run name) made safe to
-    put inside markdown: shown as typed, never as formatting, HTML or a link."""
-    from ui.common import plain
-
-    return plain(text)
+def finished_runs(store):
+    """The store's finished runs (a DataFrame); with none, a note and the page stops."""
+    runs = store.runs()
+    finished = runs[runs["status"] == "finished"] if not runs.empty else runs
+    if finished.empty:
+        st.info("No finished runs yet: train one on the Experiment page.")
+        st.stop()
+    return finished
 
 
 def _checkpoint(run_id: str):
@@ -54,7 +56,7 @@ def thumbnails(ev: evaluate.Evaluation, idx, caption, width: int = 72, per_row: 
     idx = list(idx)
     for start in range(0, len(idx), per_row):
         part = idx[start : start + per_row]
-        st.image([explain.upscale(explain.to_rgb(ev.x[i]), 96) for i in part], caption=[md(caption(i)) for i in part], width=width)
+        st.image([explain.upscale(explain.to_rgb(ev.x[i]), 96) for i in part], caption=[plain(caption(i)) for i in part], width=width)
 
 
 # --- Predict: Grad-CAM per model -------------------------------------------------------------
@@ -73,19 +75,19 @@ def gradcam_class_picker(models: list[predict.LoadedModel]) -> str | None:
 def gradcam_panel(loaded: predict.LoadedModel, content: bytes, class_name: str | None, key: str) -> None:
     """The Grad-CAM overlay of one model for one uploaded image, or why there is none."""
     if class_name is not None and class_name not in loaded.class_names:
-        st.info(f"This model has no class “{md(class_name)}”: pick another class for its Grad-CAM.")
+        st.info(f"This model has no class “{plain(class_name)}”: pick another class for its Grad-CAM.")
         return
     try:
         x = predict.load_image(content, loaded.image_size)
         cam = explain.gradcam(loaded.model, loaded.spec, x,
                               None if class_name is None else loaded.class_names.index(class_name))
     except TLabError as e:
-        st.info(md(e))
+        st.info(plain(e))
         return
     name = loaded.class_names[cam.class_index]
     with st.container(key=key):
         st.image(explain.overlay(x, cam.heatmap, size=224), width=224,
-                 caption=f"Grad-CAM for “{md(name)}” (p={cam.probability:.2f}), from {cam.layer} "
+                 caption=f"Grad-CAM for “{plain(name)}” (p={cam.probability:.2f}), from {cam.layer} "
                          f"({cam.feature_size[0]}×{cam.feature_size[1]} map)")
 
 
@@ -106,7 +108,7 @@ def mistakes_section(runs: list[dict], label) -> None:
         try:
             ev = run_evaluation(r["id"])
         except TLabError as e:
-            st.warning(f"{md(label(r))}: {md(e)}")
+            st.warning(f"{plain(label(r))}: {plain(e)}")
             continue
         evaluations[r["id"]] = ev
         per_class.append((label(r), evaluate.per_class_metrics(ev.confusion(), ev.class_names)))
@@ -116,7 +118,7 @@ def mistakes_section(runs: list[dict], label) -> None:
                                   format_func={"f1": "F1", "precision": "Precision", "recall": "Recall"}.get) or "f1"
     st.plotly_chart(charts.per_class_metric_bars(per_class, metric), width="stretch", key="cmp_per_class", config=NO_BAR)
     with st.expander("Per-class table", expanded=False), st.container(key="cmp_per_class_table"):
-        st.table([{"run": md(run), "class": md(m["class"]), "precision": f"{m['precision']:.3f}", "recall": f"{m['recall']:.3f}",
+        st.table([{"run": plain(run), "class": plain(m["class"]), "precision": f"{m['precision']:.3f}", "recall": f"{m['recall']:.3f}",
                    "F1": f"{m['f1']:.3f}", "test images": m["support"]} for run, rows in per_class for m in rows])
 
     st.subheader("Confusion matrix and the mistakes behind it")
@@ -143,8 +145,8 @@ def mistakes_section(runs: list[dict], label) -> None:
     idx = ev.cell(true_c, pred_c)
     with st.container(key="cmp_cell_images"):
         what = "right" if true_c == pred_c else "wrong"
-        st.write(f"{len(idx)} test image(s) of class “{md(ev.class_names[true_c])}” predicted as "
-                 f"“{md(ev.class_names[pred_c])}” ({what}), the most confident first")
+        st.write(f"{len(idx)} test image(s) of class “{plain(ev.class_names[true_c])}” predicted as "
+                 f"“{plain(ev.class_names[pred_c])}” ({what}), the most confident first")
         if len(idx):
             thumbnails(ev, idx[:30], lambda i: f"p={ev.probs[i, pred_c]:.2f}")
     st.markdown("**Top losses**: the images the model got most confidently wrong")
@@ -183,7 +185,7 @@ def lr_finder_section(cfg, lr_key: str, lr_bounds: tuple[float, float], problem:
                     result = lr_finder.find_lr_in_subprocess(cfg, int(steps))
                 st.session_state["lr_finder"] = (setup, result.to_dict())
             except TLabError as e:
-                st.error(md(e))
+                st.error(plain(e))
         if "lr_finder" not in st.session_state:
             return
         was_for, found = st.session_state["lr_finder"]
@@ -195,7 +197,7 @@ def lr_finder_section(cfg, lr_key: str, lr_bounds: tuple[float, float], problem:
             st.warning("The settings changed since this curve was measured: run the LR finder again.")
             return
         if result.suggestion is None:
-            st.warning(f"No suggestion: {result.reason}.")
+            st.warning(f"No suggestion: {plain(result.reason)}.")
             return
         value = float(min(max(result.suggestion, lr_bounds[0]), lr_bounds[1]))
         with st.container(key="lr_finder_result"):

@@ -12,24 +12,20 @@ import streamlit as st
 from core import charts, data, embeddings, explain, export, predict
 from core.errors import TLabError
 from ui import seeing
-from ui.common import config_of, label, store
+from ui.common import config_of, label, plain, store
 
 st.title("Inspect")
 st.caption("Inside one trained run: its feature space before and after training, what its layers learned, "
            "and the model as a file to take elsewhere.")
 s = store()
-runs = s.runs()
-finished = runs[runs["status"] == "finished"] if not runs.empty else runs
-if finished.empty:
-    st.info("No finished runs yet: train one on the Experiment page.")
-    st.stop()
+finished = seeing.finished_runs(s)
 by_id = {r["id"]: r for r in finished.iloc[::-1].to_dict("records")}
 run_id = st.selectbox("Run", list(by_id), key="inspect_run", format_func=lambda i: label(by_id[i]))
 row = s.run(run_id)
 try:
     loaded = seeing.run_model(run_id)
 except TLabError as e:
-    st.error(seeing.md(e))
+    st.error(plain(e))
     st.stop()
 cfg = config_of(row)
 start_name = "pretrained start" if cfg["strategy"] != "scratch" else "random start"
@@ -73,7 +69,7 @@ with space:
     try:
         emb = _embedding(run_id, _mtime(), method, int(max_points))
     except TLabError as e:
-        st.error(seeing.md(e))
+        st.error(plain(e))
     else:
         c1, c2 = st.columns(2)
         for col, stage, title in ((c1, "before", f"Before training ({start_name})"), (c2, "after", "After training")):
@@ -94,7 +90,7 @@ with layers:
         pictures.append((start_name, explain.first_conv_filters(_start_model(run_id, _mtime()))[1]))
         pictures.append(("after training", explain.first_conv_filters(loaded.model)[1]))
     except TLabError as e:
-        st.info(seeing.md(e))
+        st.info(plain(e))
         conv_name = None
     twins = [r for r in s.runs(row["group_id"]).to_dict("records")
              if r["id"] != run_id and r["status"] == "finished" and r["strategy"] == "scratch"
@@ -103,7 +99,7 @@ with layers:
         try:
             pictures.append(("scratch twin, after training", explain.first_conv_filters(seeing.run_model(twins[0]["id"]).model)[1]))
         except TLabError as e:
-            st.warning(seeing.md(e))
+            st.warning(plain(e))
     if pictures:
         with st.container(key="inspect_filters"):
             cols = st.columns(len(pictures))
@@ -123,20 +119,20 @@ with maps:
             try:
                 x = predict.load_image(up.getvalue(), loaded.image_size)
             except TLabError as e:
-                st.error(seeing.md(e))
+                st.error(plain(e))
     else:
         try:
             ev = seeing.run_evaluation(run_id)
             i = st.number_input(f"Test image number (0 to {len(ev) - 1})", 0, max(0, len(ev) - 1), 0, key="inspect_index")
             x = ev.x[int(i) : int(i) + 1]
-            st.caption(f"true class: {seeing.md(ev.class_names[ev.y[int(i)]])} · predicted: {seeing.md(ev.class_names[ev.predicted[int(i)]])}")
+            st.caption(f"true class: {plain(ev.class_names[ev.y[int(i)]])} · predicted: {plain(ev.class_names[ev.predicted[int(i)]])}")
         except TLabError as e:
-            st.error(seeing.md(e))
+            st.error(plain(e))
     if x is not None:
         try:
             stages = explain.feature_maps(loaded.model, loaded.spec, x, per_stage=8)
         except TLabError as e:
-            st.info(seeing.md(e))
+            st.info(plain(e))
         else:
             with st.container(key="inspect_maps"):
                 st.image(explain.upscale(explain.to_rgb(x), 96), caption="input, as the model sees it", width=96)
@@ -182,7 +178,7 @@ with files:
                         st.session_state.setdefault(f"export_{fmt}_check", {})[run_id] = check
                         st.rerun()
                     except TLabError as e:
-                        st.error(seeing.md(e))
+                        st.error(plain(e))
             else:
                 st.download_button(f"{title} ({export.FORMATS[fmt]})", lambda fmt=fmt: _export_bytes(run_id, _mtime(), fmt),
                                    file_name=export.file_name(run_id, fmt), mime=export.MIME[fmt], key=f"export_{fmt}",

@@ -14,11 +14,7 @@ st.caption("Upload an image (or take a photo) and see each model's top-5 classes
            "model looked (Grad-CAM). Images are preprocessed exactly as in training: resized on the short side, "
            "centre-cropped, normalised.")
 s = store()
-runs = s.runs()
-finished = runs[runs["status"] == "finished"] if not runs.empty else runs
-if finished.empty:
-    st.info("No finished runs yet: train one on the Experiment page.")
-    st.stop()
+finished = seeing.finished_runs(s)
 selected = pick_runs(finished, "predict_runs", latest_group(finished))
 
 
