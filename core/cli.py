@@ -374,6 +374,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cli_predict",
     "cli_inspect",  # explain, evaluate, embed, filters, feature-maps, lr-find, export
     "cli_distributed",  # run-rank: one process of a run under torchrun
+    "cli_advise",
 )
 
 

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from core import backbones
 from core.backbones import BackboneSpec, group_of_parameters
 from core.config import RunConfig
 from core.errors import ConfigError
@@ -154,7 +155,7 @@ def make_plan(spec: BackboneSpec, model: nn.Module, cfg: RunConfig, epoch: int =
         own = list(module.named_parameters(recurse=False))
         if not own:
             continue
-        group = owner[f"{mname}.{own[0][0]}"]
+        group = owner[f"{mname}.{own[0][0]}" if mname else own[0][0]]
         frozen, lr = settings[group]
         entries.append(LayerEntry(mname, group, type(module).__name__, sum(p.numel() for _, p in own), frozen, lr))
     return LayerPlan(spec.name, cfg.strategy, epoch, tuple(spec.group_names), tuple(entries))
@@ -204,4 +205,6 @@ def set_train_mode(spec: BackboneSpec, model: nn.Module, plan: LayerPlan) -> Non
     for group, paths in spec.groups:
         if group in frozen:
             for path in paths:
-                model.get_submodule(path).eval()
+                target = backbones.resolve(model, path)
+                if isinstance(target, nn.Module):  # a bare parameter (a ViT's cls_token) has no mode
+                    target.eval()

@@ -29,6 +29,15 @@ def _tv_weights(spec):
     return torchvision.models.get_weight(spec.weights)
 
 
+def _url(spec) -> str:
+    """Where a non-bundled backbone's weights come from."""
+    if spec.weights.startswith("timm:"):
+        import timm.models
+
+        return timm.models.get_pretrained_cfg(spec.weights.removeprefix("timm:")).url
+    return _tv_weights(spec).url
+
+
 def cache_dir() -> Path:
     """torch hub's checkpoint folder ($TORCH_HOME/hub/checkpoints)."""
     return Path(torch.hub.get_dir()) / "checkpoints"
@@ -38,7 +47,7 @@ def expected_file(spec) -> Path | None:
     """Where the weights of a torchvision backbone sit in the hub cache."""
     if spec.weights in (None, "bundled"):
         return None
-    return cache_dir() / os.path.basename(_tv_weights(spec).url)
+    return cache_dir() / os.path.basename(_url(spec))
 
 
 def bundled_file(spec) -> Path | None:
@@ -91,8 +100,23 @@ def _is_head(spec, key: str) -> bool:
     return key.startswith(spec.head + ".")
 
 
+def _fit_pos_embed(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A ViT checkpoint's position embedding, resampled to the patch grid of
+    the model's image size (bicubic, class token kept): a 224 px checkpoint
+    then serves a 64 px run."""
+    pos, ours = state.get("pos_embed"), getattr(model, "pos_embed", None)
+    if pos is None or ours is None or pos.shape == ours.shape:
+        return state
+    from timm.layers import resample_abs_pos_embed
+
+    prefix = getattr(model, "num_prefix_tokens", 1)
+    grid = model.patch_embed.grid_size
+    return {**state, "pos_embed": resample_abs_pos_embed(pos, list(grid), num_prefix_tokens=prefix)}
+
+
 def _assign(spec, model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Load every non-head tensor, checking names and shapes one by one."""
+    state = _fit_pos_embed(model, state)
     target = {k: v for k, v in model.state_dict().items() if not _is_head(spec, k)}
     given = {k: v for k, v in state.items() if not _is_head(spec, k)}
     # BatchNorm's batch counter is absent from checkpoints saved before
@@ -149,13 +173,13 @@ def load_pretrained(spec, model: nn.Module) -> str:
     if path.exists():
         _assign(spec, model, _read(path), f"cached file {path}")
         return "cached"
-    url = _tv_weights(spec).url
+    url = _url(spec)
     log.info("downloading %s weights from %s", spec.title, url)
     try:
         state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False, check_hash=True, weights_only=True)
     except Exception as e:
         raise WeightsUnavailable(
-            f"{spec.title} ImageNet weights are not cached and could not be downloaded "
+            f"{spec.title} {'pretrained' if spec.weights.startswith('timm:') else 'ImageNet'} weights are not cached and could not be downloaded "
             f"({type(e).__name__}). Put the file {path.name} (from {url}) in {path.parent}, "
             "or pass your own weights file (--weights PATH), or choose efficientnet_lite0, "
             "whose weights ship with the app."
