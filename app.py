@@ -15,5 +15,7 @@ pages = [
     st.Page("views/compare.py", title="Compare", icon="⚖️", url_path="compare"),
     st.Page("views/predict.py", title="Predict", icon="🔍", url_path="predict"),
     st.Page("views/inspect.py", title="Inspect", icon="🔬", url_path="inspect"),
+    st.Page("views/adapt.py", title="Adapt", icon="🎯", url_path="adapt"),
+    st.Page("views/skips.py", title="Skip connections", icon="🪜", url_path="skips"),
 ]
 st.navigation(pages, position="top").run()

@@ -375,6 +375,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cli_inspect",  # explain, evaluate, embed, filters, feature-maps, lr-find, export
     "cli_distributed",  # run-rank: one process of a run under torchrun
     "cli_advise",
+    "cli_adapt",
+    "cli_skipdemo",
 )
 
 

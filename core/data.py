@@ -165,6 +165,25 @@ def _load_digits(size: int) -> RawData:
     return RawData(resize_uint8(x, size), torch.from_numpy(d.target.astype(np.int64)), [str(c) for c in d.target_names])
 
 
+# Digits under a fixed change of appearance: a target domain for adaptation
+# (core.adapt). Lower contrast on a grey background plus pixel noise, drawn
+# from a fixed seed, so every load gives the same images.
+SHIFT_CONTRAST, SHIFT_BACKGROUND, SHIFT_NOISE, SHIFT_SEED = 0.35, 0.45, 0.08, 20_160_113
+
+
+def shift_appearance(x: torch.Tensor, seed: int = SHIFT_SEED) -> torch.Tensor:
+    """uint8 images -> the same images with lower contrast, a grey background and noise."""
+    g = torch.Generator().manual_seed(seed)
+    u = x.float() / 255.0
+    u = SHIFT_BACKGROUND + SHIFT_CONTRAST * u + SHIFT_NOISE * torch.randn(u.shape, generator=g)
+    return (u.clamp(0, 1) * 255.0).round().to(torch.uint8)
+
+
+def _load_digits_shifted(size: int) -> RawData:
+    raw = _load_digits(size)
+    return RawData(shift_appearance(raw.x), raw.y, raw.class_names)
+
+
 # --- torchvision sets ---------------------------------------------------------
 
 
@@ -388,6 +407,9 @@ def _load_folder(path: Path, size: int) -> RawData:
 _SPECS = [
     DatasetSpec("digits", "Digits (scikit-learn)", "bundled",
                 "1,797 real 8x8 handwritten digits, 10 classes; ships with scikit-learn, works offline.", _load_digits),
+    DatasetSpec("digits_shifted", "Digits, shifted appearance", "bundled",
+                "The same 1,797 digits with lower contrast, a grey background and noise (fixed seed): "
+                "a target domain for adaptation; its labels only score it.", _load_digits_shifted),
     DatasetSpec("mnist", "MNIST", "torchvision", "70,000 28x28 handwritten digits, 10 classes.", _array_set("MNIST", "MNIST", False)),
     DatasetSpec("fashion_mnist", "Fashion-MNIST", "torchvision", "70,000 28x28 clothing images, 10 classes.",
                 _array_set("FashionMNIST", "Fashion-MNIST", False)),
@@ -824,3 +846,36 @@ def batch_input(x: torch.Tensor, mean: tuple, std: tuple, g: torch.Generator | N
     if g is None:
         return to_input(x, mean, std)
     return normalise(augment(to_unit(x), g), mean, std)
+
+
+def load_unlabelled(path: str | Path, size: int, limit: int = 5000) -> tuple[torch.Tensor, list[str], int]:
+    """Every image under a folder (any layout, no classes needed) or in a ZIP:
+    uint8 (N, 3, S, S), their names, and how many files could not be read."""
+    p = Path(str(path).removeprefix(FOLDER_PREFIX)).expanduser()
+    if not p.exists():
+        raise DataError(f"Folder or ZIP {p} does not exist: give a folder (or .zip) of images.")
+    items: list[tuple[str, Callable[[], bytes | Path], int]] = []
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                       and not f.name.startswith(".") and not f.is_symlink())
+        items = [(str(f.relative_to(p)), (lambda f=f: f), 0) for f in files[:limit]]
+    else:
+        try:
+            zf = zipfile.ZipFile(p)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise DataError(f"{p.name} is not a readable ZIP file ({e}): give a folder or ZIP of images.") from None
+        for info in zf.infolist():
+            q = PurePosixPath(info.filename)
+            if (info.is_dir() or q.name.startswith(".") or "__MACOSX" in q.parts or q.is_absolute() or ".." in q.parts
+                    or q.suffix.lower() not in IMAGE_SUFFIXES):
+                continue
+            items.append((str(q), (lambda info=info: zf.read(info)), 0))
+        items = items[:limit]
+    x, _, bad, _ = _decode_all(items, size)
+    if len(x) == 0:
+        raise DataError(f"No readable image in {p}" + (f" ({bad} file(s) could not be read)" if bad else "")
+                        + ": PNG, JPEG, WebP, BMP, GIF or TIFF files are needed.")
+    names = [n for n, _, _ in items]
+    if bad:  # which ones failed is only sampled: number the readable ones instead of misnaming them
+        names = [f"image {i + 1}" for i in range(len(x))]
+    return x, names, bad

@@ -33,7 +33,7 @@ MAX_ITERATIONS = 100
 TOLERANCE = 1e-3  # relative change of alpha / beta, as in the authors' code
 
 
-def _class_evidence(u: np.ndarray, s2: np.ndarray, y: np.ndarray, n: int, d: int) -> float:
+def _class_evidence(u: np.ndarray, s2: np.ndarray, y: np.ndarray, n: int, d: int, full: bool = False):
     """Maximised evidence / n for one target column y (n,), given F = U S V^T
     (u: n x k, s2: the k squared singular values)."""
     z = u.T @ y  # y's coordinates along the features' left singular vectors
@@ -56,7 +56,7 @@ def _class_evidence(u: np.ndarray, s2: np.ndarray, y: np.ndarray, n: int, d: int
     log_det_a = float(np.log(alpha + beta * s2).sum()) + (d - k) * math.log(alpha)
     evidence = (n / 2 * math.log(beta) + d / 2 * math.log(alpha) - n / 2 * math.log(2 * math.pi)
                 - beta / 2 * res2 - alpha / 2 * m2 - log_det_a / 2)
-    return evidence / n
+    return (evidence / n, alpha, beta) if full else evidence / n
 
 
 def logme(features: np.ndarray, labels: np.ndarray) -> float:
@@ -74,3 +74,26 @@ def logme(features: np.ndarray, labels: np.ndarray) -> float:
     u, s2 = u[:, keep], s[keep] ** 2
     classes = np.unique(y)
     return float(np.mean([_class_evidence(u, s2, (y == c).astype(np.float64), n, d) for c in classes]))
+
+
+def evidence_at(features: np.ndarray, target: np.ndarray, alpha: float, beta: float) -> float:
+    """The log evidence / n of one target column at given alpha, beta, straight
+    from the definition (D x D matrices: for checking, not for speed)."""
+    f = np.asarray(features, dtype=np.float64)
+    y = np.asarray(target, dtype=np.float64).ravel()
+    n, d = f.shape
+    a = alpha * np.eye(d) + beta * f.T @ f
+    m = beta * np.linalg.solve(a, f.T @ y)
+    _, log_det = np.linalg.slogdet(a)
+    value = (n / 2 * math.log(beta) + d / 2 * math.log(alpha) - n / 2 * math.log(2 * math.pi)
+             - beta / 2 * float(((f @ m - y) ** 2).sum()) - alpha / 2 * float(m @ m) - log_det / 2)
+    return value / n
+
+
+def maximise(features: np.ndarray, target: np.ndarray) -> tuple[float, float, float]:
+    """(evidence / n, alpha, beta) at the fixed point for one target column."""
+    f = np.asarray(features, dtype=np.float64)
+    n, d = f.shape
+    u, s, _ = np.linalg.svd(f, full_matrices=False)
+    keep = s > s.max(initial=0.0) * max(n, d) * np.finfo(np.float64).eps
+    return _class_evidence(u[:, keep], s[keep] ** 2, np.asarray(target, dtype=np.float64).ravel(), n, d, full=True)

@@ -10,6 +10,7 @@ from core import backbones, charts, data, distributed, experiments, jobs, paths,
 from core.config import RunConfig, validate
 from core.errors import TLabError
 from ui import seeing
+from ui.advisor import advisor_section
 from ui.common import label, plain, plain_rows, store
 
 DEFAULTS = RunConfig()  # the offline demo: Lite0 (bundled ImageNet weights), full fine-tuning, digits, 64 px, 3 epochs
@@ -140,6 +141,7 @@ cfg = RunConfig(backbone=backbone, strategy=strategy, dataset=dataset or "digits
                 unfreeze_every=int(unfreeze_every), processes=int(processes), compile=compile_model)
 
 with right:
+    advisor_section(cfg, dataset is not None)
     st.subheader("Layer map")
     plan = None
     try:
