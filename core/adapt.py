@@ -331,7 +331,7 @@ def adapt(run_id: str, target: str, method: str, steps: int = DANN_STEPS, seed: 
     if method == "dann":
         result.note = "; ".join(filter(None, [result.note, f"source accuracy before DANN: {source_before:.4f}"]))
     if save:
-        result.saved = str(save_result(result))
+        save_result(result)
     return result
 
 
@@ -340,6 +340,7 @@ def save_result(result: AdaptResult) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     slug = "".join(c if c.isalnum() else "_" for c in Path(result.target.removeprefix(data.FOLDER_PREFIX)).name)[-40:]
     path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{result.method}-{slug}.json"
+    result.saved = str(path)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(dataclasses.asdict(result)))
     tmp.replace(path)

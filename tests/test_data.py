@@ -459,3 +459,26 @@ def test_augment_flips_about_half_the_images():
     assert out.shape == x.shape
     flipped = (out[..., :8].mean(dim=(1, 2, 3)) > out[..., 8:].mean(dim=(1, 2, 3))).float().mean()
     assert 0.3 < flipped < 0.7
+
+
+def test_unlabelled_images_load_from_any_folder_layout_or_zip(tmp_path):
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "shots"
+    for i, sub in enumerate(["", "a", "a/b"]):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((10, 12, 3), 40 * i, dtype=np.uint8)).save(root / sub / f"{i}.jpg")
+    (root / "readme.md").write_text("no image")
+    x, names, bad = data.load_unlabelled(f"folder:{root}", 16)
+    assert x.shape == (3, 3, 16, 16) and x.dtype == torch.uint8 and bad == 0
+    assert sorted(names) == ["0.jpg", "a/1.jpg", "a/b/2.jpg"]
+    with zipfile.ZipFile(tmp_path / "shots.zip", "w") as z:
+        z.write(root / "a" / "1.jpg", "x/1.jpg")
+        z.writestr("x/broken.png", b"not a png")
+    x, names, bad = data.load_unlabelled(tmp_path / "shots.zip", 16)
+    assert len(x) == 1 and bad == 1
+    with pytest.raises(DataError, match="does not exist"):
+        data.load_unlabelled(tmp_path / "nowhere", 16)
