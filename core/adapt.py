@@ -204,12 +204,9 @@ def dann(loaded: LoadedModel, source_x: torch.Tensor, source_y: torch.Tensor, ta
 
 def _project(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """2-D PCA of each feature set (source and target points together)."""
-    out = []
-    for f in (before, after):
-        f = f - f.mean(0, keepdims=True)
-        _, _, vt = np.linalg.svd(f, full_matrices=False)
-        out.append(f @ vt[:2].T)
-    return out[0], out[1]
+    from core.embeddings import project
+
+    return project(before, "pca"), project(after, "pca")
 
 
 def _sample(n: int, k: int, seed: int) -> torch.Tensor:

@@ -154,22 +154,18 @@ def measure(model: nn.Module, spec: backbones.BackboneSpec, x: torch.Tensor,
             batch_size: int = BATCH) -> tuple[np.ndarray, dict[str, float]]:
     """Frozen features (N, D) of uint8 images x and the domain shift of every
     BatchNorm layer (name -> score), in one pass of the model in eval mode."""
-    from core.engine import head_removed
+    from core.embeddings import extract
 
-    model.eval()
     stats = {name: _ChannelStats() for name, _ in batchnorm_layers(model)}
     modules = dict(model.named_modules())
     hooks = [modules[name].register_forward_pre_hook(s) for name, s in stats.items()]
-    feats = []
     try:
-        with head_removed(model, spec.head):
-            for i in range(0, len(x), batch_size):
-                feats.append(model(data.to_input(x[i:i + batch_size], spec.mean, spec.std)).float().flatten(1))
+        feats = extract(model, spec, x, batch_size)  # eval mode: BatchNorm uses (and we read) its running statistics
     finally:
         for h in hooks:
             h.remove()
     shifts = {name: shift_of_layer(modules[name], *s.mean_var()) for name, s in stats.items() if s.n}
-    return torch.cat(feats).numpy(), shifts
+    return feats.numpy(), shifts
 
 
 def domain_shift(layer_shifts: dict[str, float]) -> float | None:

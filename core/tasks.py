@@ -83,7 +83,7 @@ def start(args: list[str]) -> Task:
     env = {**os.environ, "TLAB_TASK_DIR": str(folder), "TLAB_PYTHON": sys.executable}
     proc = subprocess.Popen(["/bin/sh", "-c", script, "sh", *args], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            close_fds=True, env=env)
+                            close_fds=True, env=env, cwd=Path(__file__).resolve().parents[1])
     (folder / "pid").write_text(str(proc.pid))
     _children[task_id] = proc
     return Task(task_id, folder)
