@@ -115,8 +115,12 @@ def test_an_unlabelled_folder_is_a_target_without_a_score(home, tmp_path):
     assert r.target_before is None and r.target_after is None
     assert sum(r.predictions_before.values()) == sum(r.predictions_after.values()) == 6
     assert r.embedding["domain"].count("target") == 6
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no image here")
     with pytest.raises(DataError, match="No readable image"):
-        adapt.adapt("r1", f"folder:{tmp_path}/imgs/../empty_missing", "adabn")
+        adapt.adapt("r1", f"folder:{tmp_path / 'empty'}", "adabn")
+    with pytest.raises(DataError, match="does not exist"):
+        adapt.adapt("r1", f"folder:{tmp_path / 'missing'}", "adabn")
 
 
 def test_bad_requests_say_what_to_do(home):
