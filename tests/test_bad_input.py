@@ -161,10 +161,10 @@ def test_thousands_of_tiny_files_load_and_the_file_limit_is_a_setting(tmp_path, 
     z = make_zip(tmp_path / "many.zip", entries)
     raw = data.load_raw(f"folder:{z}", 8)
     assert len(raw.y) == 3000 and raw.x.shape == (3000, 3, 8, 8)
-    monkeypatch.setenv("TLAB_MAX_FILES", "2500")
-    data._raw_cached.cache_clear()
+    monkeypatch.setenv("TLAB_MAX_FILES", "2500")  # a new upload is checked against it (one decoded before stays cached)
+    z2 = make_zip(tmp_path / "many2.zip", entries)
     with pytest.raises(DataError, match=r"3,000 entries, over the files per dataset limit \(2,500 files; raise it with TLAB_MAX_FILES\)"):
-        data.load_raw(f"folder:{z}", 8)
+        data.load_raw(f"folder:{z2}", 8)
 
 
 def test_folder_file_limit_and_links_out_of_the_folder(tmp_path, monkeypatch):
@@ -183,6 +183,7 @@ def test_folder_file_limit_and_links_out_of_the_folder(tmp_path, monkeypatch):
     assert any("linked.png (a link" in s for s in b.skipped_examples)
     assert any("linked_class/ (a link to a folder" in s for s in b.skipped_examples)
     monkeypatch.setenv("TLAB_MAX_FILES", "5")
+    (root / "mango" / "3.png").write_bytes(GOOD)  # changed files: decoded (and checked) again
     data._raw_cached.cache_clear()
     with pytest.raises(DataError, match="more than 5 files.*TLAB_MAX_FILES"):
         data.load(f"folder:{root}", 16)
