@@ -155,11 +155,16 @@ def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
                        "there are no filters to draw.")
 
 
-def filter_grid(weight: torch.Tensor, tile: int = 28, cols: int = 8, pad: int = 2) -> np.ndarray:
+MAX_FILTERS = 64
+
+
+def filter_grid(weight: torch.Tensor, tile: int = 28, cols: int = 8, pad: int = 2,
+                max_filters: int = MAX_FILTERS) -> np.ndarray:
     """First-layer filters (K, 3, kh, kw) as one RGB picture, each filter
     stretched to its own full range (positive bright, negative dark) and
-    enlarged to `tile` px."""
-    w = weight.detach().float().cpu()
+    enlarged to `tile` px; the first `max_filters` of them (a ViT's patch
+    embedding has hundreds)."""
+    w = weight.detach().float().cpu()[:max_filters]
     k = w.shape[0]
     lo = w.amin(dim=(1, 2, 3), keepdim=True)
     hi = w.amax(dim=(1, 2, 3), keepdim=True)

@@ -175,3 +175,17 @@ def test_feature_maps_of_an_mlp_say_there_are_none():
     mlp = backbones.get("mlp")
     with pytest.raises(explain.NotAvailable, match="no convolutional stages"):
         explain.feature_maps(backbones.build(mlp, 3, 16), mlp, torch.zeros(1, 3, 16, 16, dtype=torch.uint8))
+
+
+def test_a_vit_has_first_layer_filters_but_no_grad_cam_or_stage_maps():
+    vit = backbones.get("vit_small_dino")
+    model = backbones.build(vit, 3, 32).eval()
+    x = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
+    with pytest.raises(explain.NotAvailable, match="Grad-CAM is not available for"):
+        explain.gradcam(model, vit, x)
+    with pytest.raises(explain.NotAvailable, match="no convolutional stages"):
+        explain.feature_maps(model, vit, x)
+    name, conv = explain.first_conv(model)  # the patch embedding: 384 filters of 16x16
+    assert name == "patch_embed.proj" and conv.out_channels == 384
+    assert explain.first_conv_filters(model)[1].shape == (8 * 30 + 2, 8 * 30 + 2, 3)  # the first 64 drawn
+    assert embeddings.extract(model, vit, x).shape == (1, 384)

@@ -37,10 +37,15 @@ def _embedding(run_id: str, mtime: float, method: str, max_points: int):
     split = data.run_split(m.config, "test")
     idx = embeddings.subsample(split.y, max_points, int(m.config.get("seed", 0)))
     x, y = split.x[idx], split.y[idx]
-    out = {"y": y.numpy()}
-    for stage, model in (("before", embeddings.initial_model(m.config, m.num_classes)), ("after", m.model)):
-        feats = embeddings.extract(model, m.spec, x)
-        out[stage] = (embeddings.project(feats, method, int(m.config.get("seed", 0))), embeddings.separation(feats, y))
+    out = {"y": y.numpy(), "before_error": None}
+    try:
+        start = embeddings.initial_model(m.config, m.num_classes)
+    except TLabError as e:  # e.g. pretrained weights that can't be had here any more
+        start, out["before"], out["before_error"] = None, None, str(e)
+    for stage, model in (("before", start), ("after", m.model)):
+        if model is not None:
+            feats = embeddings.extract(model, m.spec, x)
+            out[stage] = (embeddings.project(feats, method, int(m.config.get("seed", 0))), embeddings.separation(feats, y))
     return out
 
 
@@ -73,25 +78,35 @@ with space:
     else:
         c1, c2 = st.columns(2)
         for col, stage, title in ((c1, "before", f"Before training ({start_name})"), (c2, "after", "After training")):
+            if emb[stage] is None:
+                col.warning(f"The starting weights can't be rebuilt: {plain(emb['before_error'])}")
+                continue
             xy, sep = emb[stage]
             col.plotly_chart(charts.embedding_scatter(xy, emb["y"], loaded.class_names, title,
                                                       f"class separation {sep:.1%} (nearest class centre)"),
                              width="stretch", key=f"inspect_emb_{stage}", config=seeing.NO_BAR)
-        with st.container(key="inspect_separation"):
-            st.write(f"Class separation (leave-one-out nearest class centre on the features): "
-                     f"**{emb['before'][1]:.1%}** before, **{emb['after'][1]:.1%}** after training.")
+        if emb["before"] is not None:
+            with st.container(key="inspect_separation"):
+                st.write(f"Class separation (leave-one-out nearest class centre on the features): "
+                         f"**{emb['before'][1]:.1%}** before, **{emb['after'][1]:.1%}** after training.")
 
 with layers:
     st.caption("The first convolution's filters, each stretched to its own range. Pretrained early layers hold "
                "generic edge, colour and texture detectors; from a random start they begin as noise.")
     pictures = []
     try:
-        conv_name, _ = explain.first_conv(loaded.model)
-        pictures.append((start_name, explain.first_conv_filters(_start_model(run_id, _mtime()))[1]))
-        pictures.append(("after training", explain.first_conv_filters(loaded.model)[1]))
+        conv_name, conv = explain.first_conv(loaded.model)
     except TLabError as e:
         st.info(plain(e))
         conv_name = None
+    if conv_name:
+        try:
+            pictures.append((start_name, explain.first_conv_filters(_start_model(run_id, _mtime()))[1]))
+        except TLabError as e:  # e.g. the pretrained weights can't be had here any more
+            st.warning(f"The starting weights can't be rebuilt: {plain(e)}")
+        pictures.append(("after training", explain.first_conv_filters(loaded.model)[1]))
+        if conv.out_channels > explain.MAX_FILTERS:
+            st.caption(f"The first {explain.MAX_FILTERS} of {conv.out_channels} filters.")
     twins = [r for r in s.runs(row["group_id"]).to_dict("records")
              if r["id"] != run_id and r["status"] == "finished" and r["strategy"] == "scratch"
              and r["backbone"] == cfg["backbone"]] if conv_name and cfg["strategy"] != "scratch" else []
