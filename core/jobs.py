@@ -221,9 +221,10 @@ def execute(store: Store | None, run_id: str, listeners: tuple = (), ctx=None) -
             store.log(run_id, f"failed: {first}", "error", tb)
             store.set_status(run_id, "failed", first)
             return store.run(run_id)
-        reason = (f"another process of this run stopped ({first}); every process stopped: "
+        # The backend's own words (a socket reset, a timeout) go to the event's detail, not the status line.
+        reason = ("another process of this run stopped or stopped answering, so every process stopped: "
                   "resume it to continue from the last checkpoint")
-        store.log(run_id, "interrupted: a process of the run was lost", "warning", tb)
+        store.log(run_id, f"interrupted: a process of the run was lost ({first})", "warning", tb)
         store.set_status(run_id, "interrupted", reason)
         return store.run(run_id)
     if not main:

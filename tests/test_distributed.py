@@ -218,5 +218,7 @@ def test_a_dead_rank_stops_the_others_and_leaves_the_run_resumable(isolated_home
     assert proc.returncode != 0
     row = Store().run(run_id)  # opening the store also recovers a run whose process vanished
     assert row["status"] == "interrupted", (row["status"], row["reason"])
+    # Rank 0 noticed by itself (not the store's recovery of a vanished process) and said what to do.
+    assert any("a process of the run was lost" in m for m in Store().events(run_id)["message"])
     assert "resume" in row["reason"]  # and `resume` takes interrupted runs, from this checkpoint:
     assert torch.load(isolated_home / run_id / "checkpoint.pt", weights_only=True)["epoch"] >= 1
