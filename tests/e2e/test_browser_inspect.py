@@ -70,7 +70,7 @@ def test_seeing_inside_a_run(app_server, seeded, page, snap, wait_idle):
     wait_idle(page, 120_000)
     expect(page.locator(".st-key-inspect_separation")).to_contain_text("after training", timeout=120_000)
     _no_exception(page)
-    assert page.get_by_test_id("stPlotlyChart").count() == 2
+    expect(page.get_by_test_id("stPlotlyChart")).to_have_count(2, timeout=60_000)  # before and after
     snap(page, "inspect-03-feature-space.png")
     page.get_by_role("tab", name="Feature maps").click()
     expect(page.locator(".st-key-inspect_maps img")).to_have_count(5, timeout=60_000)  # the input and 4 stages
