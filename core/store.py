@@ -418,10 +418,10 @@ class Store:
         """Epoch (or step, or per-process "rank") metrics of several runs, long format with a run_id column.
 
         `max_points` (steps only): a run with more logged steps comes back as
-        at most about that many rows, each the mean of a run of consecutive
-        steps (its last step number, epoch and time). SQLite does the
-        averaging, so a page drawing 20 runs of 25,000 steps reads
-        thousands of rows, not half a million."""
+        about that many evenly spaced ones, its first and last kept. SQLite
+        picks them in one pass over the run's rows (a modulo on the step
+        number; averaging them in a GROUP BY costs ten times more), so a page
+        drawing 20 runs of 25,000 steps reads 10,000 rows, not half a million."""
         import pandas as pd
 
         ids = list(run_ids)
@@ -440,19 +440,17 @@ class Store:
     def _step_buckets(self, run_id: str, max_points: int):
         import pandas as pd
 
-        # MIN/MAX on the primary key: two index look-ups, no scan.
-        lo = self.query("SELECT MIN(step) AS s FROM step_metrics WHERE run_id = ?", (run_id,))[0]["s"]
-        hi = self.query("SELECT MAX(step) AS s FROM step_metrics WHERE run_id = ?", (run_id,))[0]["s"]
-        if lo is None:
+        # The first two and the last step: index look-ups, no scan. Steps are logged
+        # every `every` steps (10 on a GPU), so the stride is a multiple of that.
+        first = [r["step"] for r in self.query("SELECT step FROM step_metrics WHERE run_id = ? ORDER BY step LIMIT 2", (run_id,))]
+        if not first:
             return pd.DataFrame()
-        width = max(1, -(-(hi - lo + 1) // max(1, max_points)))
-        if width == 1:
-            rows = self.query("SELECT * FROM step_metrics WHERE run_id = ? ORDER BY step", (run_id,))
-        else:
-            rows = self.query(
-                "SELECT run_id, MAX(step) AS step, MAX(epoch) AS epoch, AVG(loss) AS loss, AVG(lr) AS lr, "
-                "AVG(images_per_second) AS images_per_second, MAX(t) AS t FROM step_metrics "
-                "WHERE run_id = ? GROUP BY (step - ?) / ? ORDER BY step", (run_id, lo, width))
+        hi = self.query("SELECT MAX(step) AS s FROM step_metrics WHERE run_id = ?", (run_id,))[0]["s"]
+        lo, every = first[0], (first[1] - first[0] if len(first) > 1 else 1)
+        logged = (hi - lo) // max(1, every) + 1
+        stride = every * max(1, -(-logged // max(2, max_points)))
+        rows = self.query("SELECT * FROM step_metrics WHERE run_id = ? AND ((step - ?) % ? = 0 OR step = ?) ORDER BY step",
+                          (run_id, lo, stride, hi))
         return pd.DataFrame([dict(r) for r in rows])
 
     def layer_stats(self, run_id: str):
