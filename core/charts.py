@@ -1159,7 +1159,9 @@ def advisor_quadrants(advice: Mapping) -> go.Figure:
         x=[k], y=[y], mode="markers+text", text=[str(_get(advice, "dataset", "your data")).split("/")[-1]],
         textposition="top center", marker={"size": 14, "color": TRAINABLE_COLOR, "line": {"width": 1.5, "color": "#333"}},
         hovertemplate="%{x:g} labelled images per class<br>domain shift %{y:.3f}<extra></extra>", showlegend=False))
-    fig.update_xaxes(type="log", range=[math.log10(x_lo), math.log10(x_hi)], title_text="labelled images per class (log)")
+    ticks = [v for v in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000) if v <= x_hi]
+    fig.update_xaxes(type="log", range=[math.log10(x_lo), math.log10(x_hi)], title_text="labelled images per class (log)",
+                     tickmode="array", tickvals=ticks, ticktext=[f"{v:g}" for v in ticks])
     fig.update_yaxes(range=[0, y_hi], title_text="domain shift from the pretraining data")
     sub = ("shift measured through " + str(_get(advice, "shift_backbone"))) if shift is not None else "no BatchNorm: similarity from the kNN probe"
     return _style(fig, title, sub, height=360)
@@ -1219,7 +1221,7 @@ def skip_grad_norms(curves: list[Mapping]) -> go.Figure:
             customdata=[f"{v:.3g}" if v > 0 else "0 (underflow)" for v in norms],
             hovertemplate=f"{name}<br>layer %{{x}}<br>gradient norm %{{customdata}}<extra></extra>"))
     fig.update_xaxes(title_text="weight layer (1 = next to the input)")
-    fig.update_yaxes(type="log", title_text="‖∂loss/∂W‖ (log)", exponentformat="power")
+    fig.update_yaxes(type="log", title_text="‖∂loss/∂W‖ (log)", exponentformat="power", dtick=1)
     return _style(fig, title, "one batch, before any training", height=380, legend_labels=names)
 
 

@@ -46,12 +46,12 @@ def advisor_section(cfg: RunConfig, dataset_ready: bool) -> None:
         shift = advice["domain_shift"]
         st.markdown(f"**Recommended: {strategies.get(advice['strategy']).title}** on "
                     f"**{backbones.get(advice['backbone']).title}**: {advice['reason']}")
-        m1, m2, m3 = st.columns(3)
+        m1, m2 = st.columns(2)
         m1.metric("Labelled images per class", advice["labels_per_class"])
         m2.metric("Domain shift", "n/a" if shift is None else f"{shift:.2f}",
                   help=f"0 = your images' activations match the pretraining statistics; "
                        f"above {advice['thresholds']['shift']} counts as different data.")
-        m3.metric("Quadrant", advice["quadrant"])
+        st.markdown(f"**Quadrant:** {advice['quadrant']}")
         st.plotly_chart(charts.advisor_quadrants(advice), width="stretch", key="advisor_quadrants",
                         config={"displayModeBar": False})
         ranked = pd.DataFrame(advice["backbones"])

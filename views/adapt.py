@@ -119,7 +119,7 @@ with right:
             st.caption(r["note"])
         st.plotly_chart(charts.adapt_embedding(r["embedding"]), width="stretch", key="adapt_embedding",
                         config={"displayModeBar": False})
-        st.caption(f"Distance between the source and target feature centroids, in units of the features' spread: "
+        st.caption(f"Distance between the source and target feature centroids, in units of the spread within each domain: "
                    f"{r['gap_before']:.2f} before, {r['gap_after']:.2f} after.")
         if r["target_before"] is None:
             counts = pd.DataFrame({"before": r["predictions_before"], "after": r["predictions_after"]})
