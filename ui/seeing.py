@@ -41,7 +41,9 @@ def run_model(run_id: str) -> predict.LoadedModel:
     return _model(str(ckpt), mtime)
 
 
-@st.cache_data(show_spinner="Classifying the test images…", max_entries=16)
+# A resource, not data: the test images (up to tens of MB for a big test split)
+# are shared read-only, never pickled and copied per session.
+@st.cache_resource(show_spinner="Classifying the test images…", max_entries=8)
 def _evaluation(run_id: str, mtime: float) -> evaluate.Evaluation:
     return evaluate.evaluate_run(run_model(run_id))
 
