@@ -42,7 +42,7 @@ def test_advisor_adaptation_and_skip_connections(app_server, page, snap, wait_id
                           "--epochs", "1", "--device", "cpu", "--no-progress", "--json"))
     adapted = json.loads(core(home, "adapt", "--run", run["run_id"], "--method", "adabn", "--json"))
     (home / "skipdemo").mkdir()
-    core(home, "skip-demo", "--depths", "8,20", "--steps", "40", "--out", str(home / "skipdemo" / "batchnorm.json"))
+    core(home, "skip-demo", "--depths", "8,14", "--steps", "20", "--out", str(home / "skipdemo" / "batchnorm.json"))
 
     page.goto(app_server.url)
     wait_idle(page)
