@@ -10,7 +10,7 @@ import streamlit as st
 from core import advisor, backbones, charts, experiments, jobs, strategies
 from core.config import RunConfig, validate
 from core.errors import TLabError
-from ui.common import store
+from ui.common import plain, store
 
 RESULTS_KEY = "advisor_results"
 
@@ -39,7 +39,7 @@ def advisor_section(cfg: RunConfig, dataset_ready: bool) -> None:
                 try:
                     results[key] = advisor.advise(cfg.dataset, cfg.labels_per_class, None, cfg.image_size, cfg.seed).to_dict()
                 except TLabError as e:
-                    st.error(str(e))
+                    st.error(plain(str(e)))
         advice = results.get(key)
         if advice is None:
             return
@@ -77,7 +77,7 @@ def advisor_section(cfg: RunConfig, dataset_ready: bool) -> None:
                     validate(c)
                 _, ids = jobs.launch_group(cfgs, store=store(), kind=experiments.RACE)
             except TLabError as e:
-                st.error(str(e))
+                st.error(plain(str(e)))
             else:
                 st.session_state["live_runs"] = ids
                 st.switch_page("views/live.py")

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from core import adapt, charts, data, paths, tasks
-from ui.common import label, store
+from ui.common import label, plain, store
 
 TASK_KEY = "adapt_task"
 SHIFTED = "digits_shifted"
@@ -81,11 +81,11 @@ def _progress() -> None:
         return
     state = t.state
     if state == "running":
-        st.info(f"Adapting in the background… {t.progress()}")
+        st.info(f"Adapting in the background… {plain(t.progress())}")
     elif running:
         st.rerun()
     elif state == "failed":
-        st.error(f"Adaptation failed: {t.error()}")
+        st.error(f"Adaptation failed: {plain(t.error())}")
 
 
 def _pct(v) -> str:
@@ -113,10 +113,10 @@ with right:
                  else f"{100 * (r['target_after'] - r['target_before']):+.1f} points")
         m3.metric("Target after", _pct(r["target_after"]), delta)
         if r["target_before"] is None:
-            st.caption(f"The target has no labels here ({r.get('note') or 'unlabelled images'}): "
+            st.caption(f"The target has no labels here ({plain(r.get('note') or 'unlabelled images')}): "
                        f"{r['changed_predictions']} of {sum(r['predictions_before'].values())} predictions changed.")
         elif r.get("note"):
-            st.caption(r["note"])
+            st.caption(plain(r["note"]))
         st.plotly_chart(charts.adapt_embedding(r["embedding"]), width="stretch", key="adapt_embedding",
                         config={"displayModeBar": False})
         st.caption(f"Distance between the source and target feature centroids, in units of the spread within each domain: "

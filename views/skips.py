@@ -10,6 +10,7 @@ import streamlit as st
 
 from core import backbones, charts, paths, skipdemo, stages, tasks
 from core.errors import TLabError
+from ui.common import plain
 
 DEPTH_CHOICES = [8, 14, 20, 32, 44, 56]
 TASK_KEY = "skip_task"
@@ -53,11 +54,11 @@ def _progress() -> None:
         return
     state = t.state
     if state == "running":
-        st.info(f"Training the stacks in the background… {t.progress()}")
+        st.info(f"Training the stacks in the background… {plain(t.progress())}")
     elif running:  # it ended since the page last ran: draw the result
         st.rerun()
     elif state == "failed":
-        st.error(f"The demo failed: {t.error()}")
+        st.error(f"The demo failed: {plain(t.error())}")
 
 
 _progress()
