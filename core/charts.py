@@ -1221,7 +1221,9 @@ def skip_grad_norms(curves: list[Mapping]) -> go.Figure:
             customdata=[f"{v:.3g}" if v > 0 else "0 (underflow)" for v in norms],
             hovertemplate=f"{name}<br>layer %{{x}}<br>gradient norm %{{customdata}}<extra></extra>"))
     fig.update_xaxes(title_text="weight layer (1 = next to the input)")
-    fig.update_yaxes(type="log", title_text="‖∂loss/∂W‖ (log)", exponentformat="power", dtick=1)
+    shown_all = [v for c in curves for v in (c.get("layer_grad_norms") or []) if v and v > 0]
+    wide = bool(shown_all) and max(shown_all) / min(shown_all) > 100  # one tick per decade, else plotly's own
+    fig.update_yaxes(type="log", title_text="‖∂loss/∂W‖ (log)", exponentformat="power", dtick=1 if wide else None)
     return _style(fig, title, "one batch, before any training", height=380, legend_labels=names)
 
 
