@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import pytest
 import torch
 
@@ -515,3 +516,14 @@ def test_new_charts_say_no_data_instead_of_raising(runs):
         assert len(fig.data) == 0
         assert "no" in annotations_text(fig).lower()
         assert fig.layout.template.layout.paper_bgcolor is not None
+
+
+def test_fast_multi_run_charts_send_what_plotly_would_validate(metrics, steps, runs):
+    """curves_grid, step_loss and lr_curve skip plotly's per-trace checks (the
+    Live page draws a hundred traces per refresh): the JSON they send must
+    still be a figure plotly accepts in full, and equal to a checked build."""
+    for fig in (charts.curves_grid(metrics, runs), charts.step_loss(steps, runs), charts.lr_curve(steps, runs)):
+        sent = json.loads(fig.to_json())
+        checked = go.Figure(sent)  # validates every property; raises on anything plotly would refuse
+        assert json.loads(checked.to_json()) == sent
+        assert all(isinstance(t.x, np.ndarray) and len(t.x) == len(t.y) for t in fig.data)
