@@ -128,7 +128,11 @@ def _onnx_bytes(wrapped: nn.Module, example: torch.Tensor, title: str) -> bytes:
         reason = " ".join(str(e).split())[:300]
         raise ExportError(f"{title} could not be exported to ONNX ({type(e).__name__}: {reason}); "
                           "TorchScript or the pt checkpoint work for every backbone.") from None
-    with tempfile.TemporaryDirectory() as tmp:
+    from core import paths
+
+    scratch = paths.home()  # the exporter writes a file: inside the data folder too, never the system temp
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".onnx-", dir=scratch) as tmp:
         path = Path(tmp) / "model.onnx"
         program.save(str(path))
         return path.read_bytes()

@@ -8,6 +8,8 @@ import io
 import json
 import zipfile
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -25,11 +27,17 @@ def digits(tiny_runs):
     return loaded, test, ref
 
 
-def test_onnx_round_trips_through_onnxruntime(digits, isolated_home):
+def test_onnx_round_trips_through_onnxruntime(digits, isolated_home, monkeypatch):
+    import tempfile
+
     import onnxruntime as ort
 
     loaded, test, ref = digits
+    made, mkdtemp = [], tempfile.mkdtemp
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda *a, **k: made.append(mkdtemp(*a, **k)) or made[-1])
     path = export.export(loaded, "onnx", isolated_home / "sub" / "model.onnx")
+    assert made and all(Path(d).resolve().is_relative_to(isolated_home.resolve()) for d in made)  # no system temp
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.onnx"]  # nothing left beside the export
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["images"] and [o.name for o in session.get_outputs()] == ["logits"]
     images = (test.x.float() / 255).expand(-1, 3, -1, -1).numpy()  # RGB in [0, 1]: normalisation is inside
