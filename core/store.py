@@ -203,10 +203,12 @@ class Store:
         """Refuse a file that isn't ours before anything is written to it.
         Asked through SQLite itself: opening the file with another API and
         closing it would drop SQLite's POSIX locks held in this process."""
-        app_id = self.conn.execute("PRAGMA application_id").fetchone()[0]  # raises on a non-database
+        # One statement, so one snapshot: read apart, another process's first
+        # migration could commit between them (tables seen, id not yet).
+        app_id, tables = self.conn.execute(  # raises on a non-database
+            "SELECT (SELECT application_id FROM pragma_application_id()), (SELECT count(*) FROM sqlite_master)").fetchone()
         if app_id == APPLICATION_ID:
             return
-        tables = self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         if app_id != 0 or tables:
             raise StoreError(f"{self.path} is an SQLite database of another application "
                              f"(application id {app_id:#x}, {tables} schema objects). It was left untouched: "

@@ -11,6 +11,7 @@ to tests/e2e/screenshots/.
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -103,6 +104,9 @@ def test_seeing_inside_a_run(app_server, seeded, page, snap, wait_idle):
     wait_idle(page)
     _no_exception(page)
     lr_box = page.locator(".st-key-lr_scratch input")
+    deadline = time.monotonic() + 30  # the rerun that fills the form may land just after the page looked idle
+    while float(lr_box.input_value()) != pytest.approx(float(suggested), rel=0.02, abs=5e-6) and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
     assert float(lr_box.input_value()) == pytest.approx(float(suggested), rel=0.02, abs=5e-6)
     page.locator(".st-key-lr_finder_chart").scroll_into_view_if_needed()
     snap(page, "inspect-05-lr-finder.png")
