@@ -87,3 +87,27 @@ def pick_runs(runs: pd.DataFrame, key: str, default: list[str], help: str = "") 
 
 def config_of(row) -> dict:
     return json.loads(row["config"]) if isinstance(row["config"], str) else row["config"]
+
+
+def task_progress(key: str, running: bool, busy: str, failed: str) -> None:
+    """The state of the background task whose id is in `st.session_state[key]`
+    (core.tasks): `busy` and its progress while it runs, refreshed every 2 s;
+    a full rerun when it ends, so the page draws its result; `failed` and the
+    reason if it failed."""
+
+    @st.fragment(run_every=2.0 if running else None)
+    def _progress() -> None:
+        from core import tasks
+
+        t = tasks.get(st.session_state[key]) if st.session_state.get(key) else None
+        if t is None:
+            return
+        state = t.state
+        if state == "running":
+            st.info(f"{busy} {plain(t.progress())}")
+        elif running:  # it ended since the page last ran: draw the result
+            st.rerun()
+        elif state == "failed":
+            st.error(f"{failed} {plain(t.error())}")
+
+    _progress()

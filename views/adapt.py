@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from core import adapt, charts, data, paths, tasks
-from ui.common import label, plain, store
+from ui.common import label, plain, store, task_progress
 
 TASK_KEY = "adapt_task"
 SHIFTED = "digits_shifted"
@@ -74,26 +74,13 @@ with left:
         st.rerun()
 
 
-@st.fragment(run_every=2.0 if running else None)
-def _progress() -> None:
-    t = tasks.get(st.session_state[TASK_KEY]) if st.session_state.get(TASK_KEY) else None
-    if t is None:
-        return
-    state = t.state
-    if state == "running":
-        st.info(f"Adapting in the background… {plain(t.progress())}")
-    elif running:
-        st.rerun()
-    elif state == "failed":
-        st.error(f"Adaptation failed: {plain(t.error())}")
-
 
 def _pct(v) -> str:
     return "—" if v is None else f"{v:.1%}"
 
 
 with right:
-    _progress()
+    task_progress(TASK_KEY, running, "Adapting in the background…", "Adaptation failed:")
     results = adapt.saved_results(run_id)
     if not results:
         st.info("No adaptation of this run yet: choose a target and a method, then press **Adapt**.")

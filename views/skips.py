@@ -10,7 +10,7 @@ import streamlit as st
 
 from core import backbones, charts, paths, skipdemo, stages, tasks
 from core.errors import TLabError
-from ui.common import plain
+from ui.common import plain, task_progress
 
 DEPTH_CHOICES = [8, 14, 20, 32, 44, 56]
 TASK_KEY = "skip_task"
@@ -47,21 +47,8 @@ if not depths:
     st.info("Pick at least one depth.")
 
 
-@st.fragment(run_every=2.0 if running else None)
-def _progress() -> None:
-    t = tasks.get(st.session_state[TASK_KEY]) if st.session_state.get(TASK_KEY) else None
-    if t is None:
-        return
-    state = t.state
-    if state == "running":
-        st.info(f"Training the stacks in the background… {plain(t.progress())}")
-    elif running:  # it ended since the page last ran: draw the result
-        st.rerun()
-    elif state == "failed":
-        st.error(f"The demo failed: {plain(t.error())}")
 
-
-_progress()
+task_progress(TASK_KEY, running, "Training the stacks in the background…", "The demo failed:")
 
 result_path = _result_file(bn)
 result = None
