@@ -10,7 +10,7 @@ import streamlit as st
 
 from core import backbones, charts, paths, skipdemo, stages, tasks
 from core.errors import TLabError
-from ui.common import plain, task_progress
+from ui.common import task_progress
 
 DEPTH_CHOICES = [8, 14, 20, 32, 44, 56]
 TASK_KEY = "skip_task"
