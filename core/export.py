@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core import data, predict
+from core import data
 from core.errors import TLabError
 from core.predict import LoadedModel
 
