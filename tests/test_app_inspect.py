@@ -5,17 +5,15 @@ session's really trained tiny runs, registered in each test's own store."""
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core import backbones, engine, evaluate, paths, predict
+from core import backbones, engine, evaluate, paths
 from core.store import Store
 from helpers import ROOT
 

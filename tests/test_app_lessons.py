@@ -12,7 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from helpers import NONET, ROOT
-from core import adapt, engine, jobs, paths, tasks
+from core import adapt, jobs, tasks
 from core.config import RunConfig
 from core.store import Store
 

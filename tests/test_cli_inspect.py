@@ -11,10 +11,9 @@ import zipfile
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from core import backbones, cli, data, engine, predict
+from core import backbones, cli, engine
 from helpers import run_cli
 
 

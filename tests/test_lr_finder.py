@@ -4,7 +4,6 @@ subprocess give the same answer."""
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
