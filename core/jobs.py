@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from core import paths
+from core import children, paths
 from core.config import RunConfig, validate
 from core.errors import TLabError
 from core.store import TERMINAL, Store, StoreError, StoreListener, _pid_start, format_exception, new_group_id
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5
 IDLE_EXIT_SECONDS = 1.5
-_children: list[subprocess.Popen] = []  # reaped on each ensure_workers call: no zombies in a long-lived caller
 
 
 def _cores() -> int:
@@ -88,9 +87,7 @@ def _spawn_worker(store: Store) -> int:
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     with open(home / "worker.log", "ab") as logf:
-        proc = subprocess.Popen([sys.executable, "-m", "core", "worker"], env=env, stdin=subprocess.DEVNULL,
-                                stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
-    _children.append(proc)
+        proc = children.start_detached([sys.executable, "-m", "core", "worker"], env, stdout=logf)
     store.add_worker(proc.pid)  # counted at once, so ten quick launches start one worker, not ten
     return proc.pid
 
@@ -115,8 +112,6 @@ def workers_wanted(store: Store) -> int:
 
 def ensure_workers(store: Store | None = None) -> list[int]:
     """Start workers for the queued runs if too few are alive; returns new pids."""
-    global _children
-    _children = [p for p in _children if p.poll() is None]
     store = store or Store()
     want = workers_wanted(store)
     live = store.live_workers()

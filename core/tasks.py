@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import paths
+from core import children, paths
 
-_children: dict[str, subprocess.Popen] = {}  # polled, so finished children are reaped
+_children: dict[str, subprocess.Popen] = {}  # this process's tasks: their state comes from the process itself
 
 
 @dataclass
@@ -81,9 +81,8 @@ def start(args: list[str]) -> Task:
     script = ('"$TLAB_PYTHON" -m core "$@" > "$TLAB_TASK_DIR/stdout" 2> "$TLAB_TASK_DIR/stderr"; '
               'echo $? > "$TLAB_TASK_DIR/rc.tmp" && mv "$TLAB_TASK_DIR/rc.tmp" "$TLAB_TASK_DIR/rc"')
     env = {**os.environ, "TLAB_TASK_DIR": str(folder), "TLAB_PYTHON": sys.executable}
-    proc = subprocess.Popen(["/bin/sh", "-c", script, "sh", *args], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            close_fds=True, env=env, cwd=Path(__file__).resolve().parents[1])
+    proc = children.start_detached(["/bin/sh", "-c", script, "sh", *args], env, cwd=Path(__file__).resolve().parents[1],
+                                   stderr=subprocess.DEVNULL)
     (folder / "pid").write_text(str(proc.pid))
     _children[task_id] = proc
     return Task(task_id, folder)

@@ -174,3 +174,28 @@ print(json.dumps({{"reads": reads, "bad": bad, "status": run["status"]}}))
     for out in outs:
         assert out["status"] == "finished"
         assert out["bad"] == 0 and out["reads"] > 5
+
+
+def _children_of(pid: int) -> dict[int, str]:
+    """This machine's processes whose parent is `pid`, with their state letter (Z: defunct)."""
+    found = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                fields = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found[int(d)] = fields[0]
+    return found
+
+
+def test_a_long_lived_launcher_keeps_no_defunct_worker(isolated_home, worker_env):
+    # A Streamlit server is a launcher that lives for weeks: each worker it starts must be reaped when it
+    # ends, not kept as a <defunct> entry until the server exits.
+    for seed in (0, 1):
+        run_id = jobs.launch(tiny(epochs=1, labels_per_class=5, seed=seed))
+        assert jobs.wait(run_id, timeout=120)["status"] == "finished"
+        worker = Store().run(run_id)["worker_pid"]
+        wait_for(lambda: worker not in _children_of(os.getpid()), timeout=30)
+    assert "Z" not in _children_of(os.getpid()).values()
