@@ -227,10 +227,20 @@ def shutdown() -> None:
     _current = SINGLE
 
 
+_sigterm_raised = False
+
+
 def on_sigterm() -> None:
     """torchrun stops the other processes with SIGTERM when one fails: turn it
-    into an exception, so the run is recorded as interrupted, not left running."""
+    into an exception, so the run is recorded as interrupted, not left running.
+    Only the first SIGTERM raises: a second one must not interrupt the
+    recording of the first (jobs.execute records again if the first does)."""
     def handler(signum, frame):
+        global _sigterm_raised
+        if _sigterm_raised:
+            log.warning("signal %d again: already stopping", signum)
+            return
+        _sigterm_raised = True
         raise Terminated(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, handler)

@@ -7,7 +7,8 @@ the world does: a NaN loss, a CUDA out-of-memory error at step N. Nothing in
 the app registers a fault.
 
 Points: "loss" (the training loss of a step, before backward; context: epoch,
-step, run_id).
+step, run_id); "record_end" (a run that raised is about to be recorded as
+failed or interrupted; value None; context: run_id).
 """
 
 from __future__ import annotations

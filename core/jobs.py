@@ -16,10 +16,11 @@ import os
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Sequence
 
-from core import children, paths
+from core import children, faults, paths
 from core.config import RunConfig, validate
 from core.errors import TLabError
 from core.store import TERMINAL, Store, StoreError, StoreListener, _pid_start, format_exception, new_group_id
@@ -202,35 +203,58 @@ def execute(store: Store | None, run_id: str, listeners: tuple = (), ctx=None) -
             store.set_status(run_id, "cancelled", "interrupted from the keyboard: resume it to continue")
         raise
     except (Exception, distributed.Terminated) as e:
-        lost = distributed.is_peer_failure(e)
-        if not main:
-            if lost:
-                return None
-            raise
-        first, tb = format_exception(e)
-        if not lost:
-            if cfg is not None and engine.is_out_of_memory(e):  # before the first step (model, feature cache): same advice
-                first = engine.out_of_memory_reason(cfg)
-            del e
-            engine.release_memory()  # the next run in this worker starts with the memory given back
-            store.log(run_id, f"failed: {first}", "error", tb)
-            store.set_status(run_id, "failed", first)
-            return store.run(run_id)
-        # The backend's own words (a socket reset, a timeout) go to the event's detail, not the status line.
-        reason = ("another process of this run stopped or stopped answering, so every process stopped: "
-                  "resume it to continue from the last checkpoint")
-        store.log(run_id, f"interrupted: a process of the run was lost ({first})", "warning", tb)
-        store.set_status(run_id, "interrupted", reason)
-        return store.run(run_id)
+        try:
+            return _end_after_error(store, run_id, cfg, e, main)
+        except distributed.Terminated:  # torchrun's one SIGTERM landed while the end was being recorded
+            return _end_after_error(store, run_id, cfg, e, main)
     if not main:
         return None
     if result.status == "failed":
         engine.release_memory()
-    store.set_status(run_id, result.status, result.reason, result=json.dumps(result.to_dict()),
-                     test_accuracy=result.test_accuracy, val_accuracy=result.val_accuracy,
-                     best_val_accuracy=result.best_val_accuracy, epochs_done=result.epochs)
-    store.log(run_id, f"{result.status}" + (f": {result.reason}" if result.reason else "")
-              + (f", test accuracy {result.test_accuracy:.4f}" if result.test_accuracy is not None else ""))
+    ending = dict(status=result.status, reason=result.reason,
+                  message=f"{result.status}" + (f": {result.reason}" if result.reason else "")
+                  + (f", test accuracy {result.test_accuracy:.4f}" if result.test_accuracy is not None else ""),
+                  result=json.dumps(result.to_dict()), test_accuracy=result.test_accuracy,
+                  val_accuracy=result.val_accuracy, best_val_accuracy=result.best_val_accuracy, epochs_done=result.epochs)
+    try:
+        store.end_run(run_id, **ending)
+    except distributed.Terminated:
+        store.end_run(run_id, **ending)
+    return store.run(run_id)
+
+
+def _end_after_error(store: Store | None, run_id: str, cfg: RunConfig | None, e: BaseException, main: bool) -> dict | None:
+    """Record how a run that raised ended: failed, or interrupted when another
+    process of it was lost (rank 0 alone records; the others return None).
+
+    Under torchrun a lost process is noticed twice: this rank's collective
+    fails, and torchrun's agent sends the survivors SIGTERM, which raises
+    `Terminated` wherever the rank is, possibly right here. The handler raises
+    at most once per process (`distributed.on_sigterm`), and the end is one
+    transaction that applies only to a run still marked running, so the
+    caller simply calls this again when that one SIGTERM interrupts it: the
+    end is recorded exactly once in every interleaving."""
+    from core import distributed, engine
+
+    lost = distributed.is_peer_failure(e)
+    if not main:
+        if lost:
+            return None
+        raise e
+    first, tb = format_exception(e)
+    traceback.clear_frames(e.__traceback__)  # the failed step's tensors go now, not with the exception
+    faults.fire("record_end", None, run_id=run_id)
+    if not lost:
+        if cfg is not None and engine.is_out_of_memory(e):  # before the first step (model, feature cache): same advice
+            first = engine.out_of_memory_reason(cfg)
+        engine.release_memory()  # the next run in this worker starts with the memory given back
+        store.end_run(run_id, "failed", first, message=f"failed: {first}", level="error", detail=tb)
+        return store.run(run_id)
+    # The backend's own words (a socket reset, a timeout) go to the event's detail, not the status line.
+    reason = ("another process of this run stopped or stopped answering, so every process stopped: "
+              "resume it to continue from the last checkpoint")
+    store.end_run(run_id, "interrupted", reason, message=f"interrupted: a process of the run was lost ({first})",
+                  level="warning", detail=tb)
     return store.run(run_id)
 
 

@@ -291,6 +291,22 @@ class Store:
             c.execute("INSERT INTO events (run_id, t, level, message, detail) VALUES (?,?,?,?,?)",
                       (run_id, time.time(), level, message[:2000], detail[:20000]))
 
+    def end_run(self, run_id: str, status: str, reason: str = "", message: str = "", level: str = "info",
+                detail: str = "", **fields) -> bool:
+        """A running run ends: its status, reason and result fields and its closing
+        event, in one transaction, only if it is still marked running (False if
+        not: it had ended already, so calling this twice records one end)."""
+        assert status in TERMINAL
+        cols = {"status": status, "reason": reason, "ended": time.time(), **fields}
+        sets = ", ".join(f"{k} = ?" for k in cols)
+        with self.tx() as c:
+            if not c.execute(f"UPDATE runs SET {sets} WHERE id = ? AND status = 'running'",
+                             (*cols.values(), run_id)).rowcount:
+                return False
+            c.execute("INSERT INTO events (run_id, t, level, message, detail) VALUES (?,?,?,?,?)",
+                      (run_id, time.time(), level, (message or status)[:2000], detail[:20000]))
+        return True
+
     def recover(self) -> list[str]:
         """Runs marked running whose process is gone become 'interrupted', with
         their metrics kept. Returns their ids."""

@@ -222,3 +222,48 @@ def test_a_dead_rank_stops_the_others_and_leaves_the_run_resumable(isolated_home
     assert any("a process of the run was lost" in m for m in Store().events(run_id)["message"])
     assert "resume" in row["reason"]  # and `resume` takes interrupted runs, from this checkpoint:
     assert torch.load(isolated_home / run_id / "checkpoint.pt", weights_only=True)["epoch"] >= 1
+
+
+@pytest.fixture
+def sigterm_raises():
+    """This process turns SIGTERM into `Terminated`, as a rank under torchrun does."""
+    from core import distributed
+
+    before = signal.getsignal(signal.SIGTERM)
+    distributed.on_sigterm()
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+        distributed._sigterm_raised = False
+
+
+@pytest.mark.parametrize("first", ["peer error", "sigterm"])
+def test_a_lost_peer_is_recorded_once_even_when_sigterm_lands_while_recording(isolated_home, sigterm_raises, first):
+    # A process of the run dies: the survivor's collective fails (a gloo error) and torchrun's agent sends it
+    # SIGTERM, in either order; here the SIGTERM (or a second one) lands while the loss is being recorded.
+    from core import faults
+
+    store = Store()
+    cfg = RunConfig(backbone="small_cnn", strategy="scratch", dataset="digits", epochs=2, image_size=16,
+                    device="cpu", labels_per_class=5)
+    run_id = store.add_run(cfg.to_json(), status="running")
+
+    def peer_lost(loss, **ctx):
+        if first == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)
+        raise RuntimeError("[gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:29500")
+
+    sent = []
+
+    def sigterm_while_recording(value, **ctx):
+        sent.append(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return value
+
+    with faults.inject("loss", peer_lost), faults.inject("record_end", sigterm_while_recording):
+        row = jobs.execute(store, run_id)
+    assert sent  # the SIGTERM did land while the end was being written
+    assert row["status"] == "interrupted" and "resume" in row["reason"]
+    lost = [m for m in store.events(run_id)["message"] if "a process of the run was lost" in m]
+    assert len(lost) == 1, list(store.events(run_id)["message"])
