@@ -17,12 +17,18 @@ from core import distill, experiments, jobs
 from core.config import RunConfig
 from core.errors import ConfigError
 from core.store import Store
-from helpers import ROOT, run_cli
+from helpers import ROOT, digits_folder, run_cli
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run_group_here(kind: str, cfgs: list[RunConfig], monkeypatch) -> list[dict]:
-    """Queue a group and drain it with a worker loop in this process (no subprocess start-up)."""
+    """Queue a group and drain it with a worker loop in this process (no subprocess start-up):
+    on one thread (tiny inputs) and gone as soon as the queue is empty."""
     monkeypatch.setattr(jobs, "ensure_workers", lambda store=None: [])
+    monkeypatch.setattr(jobs, "_cores", lambda: 1)
+    monkeypatch.setattr(jobs, "IDLE_EXIT_SECONDS", -1.0)
     _, ids = experiments.launch(kind, cfgs)
     assert jobs.worker_main() == 0
     return [Store().run(i) for i in ids]
@@ -101,7 +107,10 @@ def test_race_configs_share_budget_and_seed():
 
 
 def test_a_tiny_race_runs_and_compare_shows_its_charts(monkeypatch):
-    base = RunConfig(backbone="efficientnet_lite0", image_size=32, epochs=1, device="cpu")
+    # The claim is about the group and the page, not about learning: 2 labels per class, 16 px,
+    # ~90 validation and test images.
+    base = RunConfig(backbone="efficientnet_lite0", image_size=16, epochs=1, labels_per_class=2, batch_size=10,
+                     val_fraction=0.05, test_fraction=0.05, device="cpu")
     rows = run_group_here(experiments.RACE, experiments.race_configs(base, ["feature_extraction", "partial", "scratch"]), monkeypatch)
     assert [r["status"] for r in rows] == ["finished"] * 3 and {r["kind"] for r in rows} == {"race"}
     runs = Store().runs()
@@ -115,9 +124,9 @@ def test_a_tiny_race_runs_and_compare_shows_its_charts(monkeypatch):
     assert len(at.table[0].value) == 3
 
 
-def test_race_cli_prints_one_row_per_strategy():
+def test_race_cli_prints_one_row_per_strategy(tmp_path):
     res = run_cli("race", "--backbone", "efficientnet_lite0", "--strategies", "feature_extraction,scratch",
-                  "--epochs", "1", "--image-size", "16", "--json")
+                  "--dataset", digits_folder(tmp_path / "digits", 6), "--epochs", "1", "--image-size", "16", "--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert [r["strategy"] for r in out["runs"]] == ["feature_extraction", "scratch"]
@@ -127,8 +136,10 @@ def test_race_cli_prints_one_row_per_strategy():
 # --- labels-per-class sweep ------------------------------------------------------------
 
 
-def test_a_tiny_sweep_summarises_over_seeds_and_compare_draws_the_curve(monkeypatch):
-    base = RunConfig(backbone="efficientnet_lite0", image_size=16, device="cpu", batch_size=8)
+def test_a_tiny_sweep_summarises_over_seeds_and_compare_draws_the_curve(monkeypatch, tmp_path):
+    # 6 real digits per class: "all" labels and the validation/test passes stay a few dozen images.
+    base = RunConfig(backbone="efficientnet_lite0", image_size=16, device="cpu", batch_size=8,
+                     dataset=digits_folder(tmp_path / "digits", 6))
     cfgs = experiments.sweep_configs(base, ["feature_extraction", "scratch"], [1, None], seeds=2, steps=3)
     assert len(cfgs) == 8 and {c.steps for c in cfgs} == {3}
     rows = run_group_here(experiments.SWEEP, cfgs, monkeypatch)
@@ -145,9 +156,9 @@ def test_a_tiny_sweep_summarises_over_seeds_and_compare_draws_the_curve(monkeypa
     assert list(table["n"]) == [2, 2, 2, 2]
 
 
-def test_sweep_cli_prints_rows_of_mean_std_n():
+def test_sweep_cli_prints_rows_of_mean_std_n(tmp_path):
     res = run_cli("sweep-labels", "--backbone", "efficientnet_lite0", "--strategies", "feature_extraction,scratch",
-                  "--labels", "2,all", "--seeds", "1", "--steps", "2", "--batch-size", "8", "--image-size", "16", "--json")
+                  "--dataset", digits_folder(tmp_path / "digits", 6), "--labels", "2,all", "--seeds", "1", "--steps", "2", "--batch-size", "8", "--image-size", "16", "--json")
     assert res.returncode == 0, res.stderr
     rows = json.loads(res.stdout)["rows"]
     assert [(r["strategy"], r["labels_per_class"], r["n"]) for r in rows] == [
@@ -165,7 +176,9 @@ def test_bad_sweep_labels_are_a_clear_error():
 
 @pytest.fixture
 def teacher(monkeypatch) -> dict:
-    cfg = RunConfig(backbone="efficientnet_lite0", strategy="feature_extraction", image_size=32, epochs=3, device="cpu")
+    # The students inherit its data: 5 labels per class and ~90 validation and test images keep them small too.
+    cfg = RunConfig(backbone="efficientnet_lite0", strategy="feature_extraction", image_size=16, epochs=1, device="cpu",
+                    labels_per_class=5, val_fraction=0.05, test_fraction=0.05)
     return jobs.run_foreground(cfg)
 
 
