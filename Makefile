@@ -2,12 +2,13 @@
 #   make run   - create .venv if missing, install, start the app
 #   make test  - create .venv if missing, install runtime + test deps and Debian's chromium
 #                (for the browser test in tests/e2e), run every test
+#   make test-fast - the quick subset for the inner loop (no browser, no slow tests)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: run test test-e2e bench audit install install-test install-browser clean-venv
+.PHONY: run test test-fast test-e2e bench audit install install-test install-browser clean-venv
 
 $(PY):
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ is needed"'
@@ -46,6 +47,11 @@ run: install
 
 test: install-test install-browser
 	TLAB_E2E_CHROMIUM=$(CHROMIUM) $(PY) -m pytest
+
+# The inner loop: everything but the tests marked slow (real worker processes, torchrun, browsers,
+# longer trainings); under 3 minutes on 2 cores. `make test` (and CI) still run everything.
+test-fast: install-test
+	$(PY) -m pytest -m "not slow and not e2e"
 
 # The browser journey alone (starts the app, trains for real: a few minutes).
 test-e2e: install-test install-browser

@@ -1,10 +1,85 @@
-"""Shared fixtures: no network, a private data folder and torch hub cache per test."""
+"""Shared fixtures: no network, a private data folder and torch hub cache per test.
+At the end of the session, a check that no process the suite started is left running or defunct."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import time
+import uuid
+from pathlib import Path
 
 import pytest
+
+# Every process the suite starts inherits this variable (app servers, workers, torchrun ranks, chromium),
+# so the session's end can find any that outlived it, however detached.
+SESSION_MARK = "TLAB_TEST_SESSION"
+LEFTOVER_GRACE_S = 20  # a worker exits 1.5 s after its queue empties; nothing else should be left at all
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: real processes, browsers or long trainings; `make test-fast` skips them")
+    if not hasattr(config, "workerinput"):
+        os.environ.setdefault(SESSION_MARK, f"{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[1])
+
+
+def _leftovers(mark: str) -> dict[int, str]:
+    """Processes of this session still in the table: any carrying the session's mark in its environment,
+    and any defunct child of this process (a zombie's environment can't be read)."""
+    needle, me, found = f"{SESSION_MARK}={mark}".encode(), os.getpid(), {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == me:
+            continue
+        pid, st = int(d.name), _proc_stat(int(d.name))
+        if st is None:
+            continue
+        try:
+            marked = needle in (d / "environ").read_bytes().split(b"\0")
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            marked, cmd = False, ""
+        if marked or (st[1] == me and st[0] == "Z"):
+            found[pid] = f"{pid} [{st[0]}] {cmd[:160] or '(defunct)'}"
+    return found
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the session if a process it started is still running or defunct once every fixture has ended."""
+    if hasattr(session.config, "workerinput") or os.environ.get(SESSION_MARK, "").split("-")[0] != str(os.getpid()):
+        return
+    mark = os.environ[SESSION_MARK]
+    deadline = time.monotonic() + LEFTOVER_GRACE_S
+    while (left := _leftovers(mark)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if not left:
+        return
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, os.WNOHANG)  # ours: reap it (another's: ChildProcessError)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+    session.config._tlab_leftovers = left
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    left = getattr(config, "_tlab_leftovers", None)
+    if left:
+        terminalreporter.write_sep("=", "processes left behind", red=True)
+        terminalreporter.write_line(f"{len(left)} process(es) the suite started outlived it "
+                                    f"({LEFTOVER_GRACE_S} s after the last test; now killed):")
+        for line in left.values():
+            terminalreporter.write_line("  " + line)
 
 
 @pytest.fixture(autouse=True)
