@@ -2,17 +2,19 @@
 
 Fixtures
 - `more_apps` (function): a factory for further app servers (e.g. two on one data folder).
-- `app_server` (session): starts `python -m streamlit run app.py` on a free loopback port with
+- `app_server` (package: it stops when the last browser test ends): starts `python -m streamlit run app.py` on a free loopback port with
   an empty data folder ($TLAB_HOME) and an empty torch hub cache ($TORCH_HOME), the network
   blocked (tests/nonet on PYTHONPATH); yields an `AppServer` (`.url`, `.home`, `.log`). At the
   end it stops the server and every worker process that training started.
-- `app_url` (session): the server's base URL, no trailing slash.
-- `browser` (session): Playwright (sync API) launching `/usr/bin/chromium` headless.
+- `app_url` (package): the server's base URL, no trailing slash.
+- `browser` (package): Playwright (sync API) launching `/usr/bin/chromium` headless.
 - `page` (function): a fresh 1400x900 page; a screenshot is saved if the test fails.
 - `screenshots` (session): the folder screenshots go to (printed, and named in the summary);
   `snap` (session): `snap(page, name)` saves a full-height screenshot there.
-- `wait_idle` (session): the helper `wait_idle(page)`: the app view is there and the script is
-  not running.
+- `wait_idle` (session): the helper `wait_idle(page)`: a script run has ended since the last call
+  (or the page load) and none is in progress; `new_context` (package): `new_context(browser, **kw)`, a
+  context whose pages count their script runs, which `wait_idle` needs (the `page` fixture has one);
+  `rerun` (session): `with rerun(page): <action>` waits for the run that action causes.
 
 The browser is Debian's package (`make install-browser`); never `playwright install`.
 Set TLAB_E2E_CHROMIUM to use another binary, TLAB_E2E_SCREENSHOTS for another folder.
@@ -20,6 +22,7 @@ Set TLAB_E2E_CHROMIUM to use another binary, TLAB_E2E_SCREENSHOTS for another fo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -212,7 +215,7 @@ def stop_app(server: AppServer, workers: bool = True) -> None:
         _stop_pids(leftover)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def app_server(screenshots) -> AppServer:
     tmp = Path(tempfile.mkdtemp(prefix="tlab-e2e-"))
     server = start_app(tmp / "tlab", tmp / "server.log")
@@ -249,14 +252,14 @@ def more_apps(screenshots, tmp_path):
             shutil.copy(server.log, screenshots / f"{name}.log")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def app_url(app_server) -> str:
     return app_server.url
 
 
 # --- the browser --------------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} not found: run `make install-browser` (Debian's chromium package)")
@@ -272,9 +275,44 @@ def browser():
             b.close()
 
 
+# Streamlit's root element says whether a script run is in progress, but after a click that reruns the
+# script it still says `notRunning` until the server's answer arrives (the browser does not mark the rerun
+# as requested), so a test that waits on that alone can go on before the rerun has even started, then
+# click into a page that redraws under it (a select box that opens and closes at once). Every page of a
+# context counts the runs it has seen end, from the attribute's own mutation records: `wait_idle` waits
+# for one more to end than when it last returned.
+RUN_COUNTER_JS = """
+(() => {
+  window.__tlabRunsDone = 0;
+  window.__tlabSeen = 0;
+  new MutationObserver(records => {
+    for (const r of records) {
+      if (r.type === 'attributes' && r.oldValue === 'running' && r.target.getAttribute('data-testid') === 'stApp') {
+        window.__tlabRunsDone += 1;
+      }
+    }
+  }).observe(document, {subtree: true, attributes: true, attributeOldValue: true,
+                        attributeFilter: ['data-test-script-state']});
+})();
+"""
+
+
+def new_context(browser, **kw):
+    """A browser context whose pages count their script runs (what `wait_idle` waits on)."""
+    context = browser.new_context(**{"viewport": {"width": 1400, "height": 900}, **kw})
+    context.add_init_script(RUN_COUNTER_JS)
+    return context
+
+
+@pytest.fixture(name="new_context", scope="package")
+def new_context_fixture():
+    """`new_context(browser, **kw)` as a fixture, for tests that open several sessions."""
+    return new_context
+
+
 @pytest.fixture
 def page(browser, request, screenshots):
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context = new_context(browser)
     context.set_default_timeout(30_000)
     pg = context.new_page()
     try:
@@ -291,13 +329,39 @@ def page(browser, request, screenshots):
         context.close()
 
 
-def wait_idle(page, timeout_ms: float = 60_000) -> None:
-    """The app view is rendered and the script has finished its run.
+_SETTLED_JS = """(after) => {
+    const app = document.querySelector("[data-testid='stApp']");
+    return !!app && window.__tlabRunsDone > after
+           && app.getAttribute('data-test-script-state') === 'notRunning'
+           && !document.querySelector("[data-testid='stSkeleton']");
+}"""
 
-    With a `run_every` fragment on the page the state flips on every tick: wait on content there.
+
+def _settle(page, after: int, timeout_ms: float) -> None:
+    page.wait_for_function(_SETTLED_JS, arg=after, timeout=timeout_ms, polling=100)
+    page.evaluate("() => { window.__tlabSeen = window.__tlabRunsDone; }")
+
+
+def wait_idle(page, timeout_ms: float = 60_000) -> None:
+    """After a `goto` (or a `rerun` block): a script run has ended since the page loaded (or since the last
+    wait), none is in progress, and every element has rendered. The last matters on a context's first
+    visit: the browser loads each widget's code on demand and shows a loading skeleton (`stSkeleton`) in
+    its place meanwhile, which a click lands on and does nothing.
+
+    With a `run_every` fragment on the page every tick is a run: wait on content there.
     """
-    page.wait_for_selector("[data-testid='stAppViewContainer']", timeout=timeout_ms)
-    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout_ms)
+    _settle(page, page.evaluate("() => window.__tlabSeen"), timeout_ms)
+
+
+@contextlib.contextmanager
+def rerun(page, timeout_ms: float = 60_000):
+    """`with rerun(page): <a click or an Enter that reruns the script>`: on leaving the block, wait for
+    that run to end and render. Counted from before the action, so a run that ended earlier (a long
+    button's, a fragment's) can't pass for it, nor can the page's `notRunning` from before the server
+    has even heard of the click."""
+    before = page.evaluate("() => window.__tlabRunsDone")
+    yield
+    _settle(page, before, timeout_ms)
 
 
 def full_screenshot(page, path: Path, max_height: int = 6000) -> Path:
@@ -324,6 +388,12 @@ def full_screenshot(page, path: Path, max_height: int = 6000) -> Path:
 def snap(screenshots):
     """`snap(page, "01-x.png")`: a full-height screenshot into the screenshots folder."""
     return lambda page, name: full_screenshot(page, screenshots / name)
+
+
+@pytest.fixture(name="rerun", scope="session")
+def rerun_fixture():
+    """`rerun` as a fixture."""
+    return rerun
 
 
 @pytest.fixture(name="wait_idle", scope="session")

@@ -45,16 +45,16 @@ def seeded(app_server, tmp_path_factory):
     return run_id, png
 
 
-def test_seeing_inside_a_run(app_server, seeded, page, snap, wait_idle):
+def test_seeing_inside_a_run(app_server, seeded, page, snap, wait_idle, rerun):
     run_id, png = seeded
     url = app_server.url
 
     page.goto(f"{url}/predict")
     wait_idle(page)
-    page.locator(".st-key-predict_upload").get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(png))
+    with rerun(page, timeout_ms=120_000):
+        page.locator(".st-key-predict_upload").get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(png))
     cam = page.locator(f".st-key-gradcam_{run_id}")
-    expect(cam.get_by_text("Grad-CAM for")).to_be_visible(timeout=120_000)
-    wait_idle(page)
+    expect(cam.get_by_text("Grad-CAM for")).to_be_visible()
     _no_exception(page)
     assert cam.locator("img").first.evaluate("i => i.naturalWidth") == 224
     snap(page, "inspect-01-predict-gradcam.png")
@@ -84,29 +84,27 @@ def test_seeing_inside_a_run(app_server, seeded, page, snap, wait_idle):
     page.goto(url)
     wait_idle(page, 120_000)
     for key, option in (("backbone", "Small CNN"), ("strategy", "From scratch")):  # quick on a CPU
-        page.locator(f".st-key-{key}").click()
-        page.get_by_role("option", name=option).first.click()
-        wait_idle(page)
+        page.locator(f".st-key-{key}").get_by_role("combobox").click()
+        with rerun(page):
+            page.get_by_role("option", name=option).first.click()
     size = page.locator(".st-key-image_size input")
     size.fill("32")
-    size.press("Enter")
-    wait_idle(page)
+    with rerun(page):
+        size.press("Enter")
     page.get_by_text("Find a learning rate (LR range test)").click()
     steps = page.locator(".st-key-lr_finder_steps input")
     steps.fill("30")
-    steps.press("Enter")
-    wait_idle(page)
-    page.get_by_role("button", name="Run the LR finder").click()
+    with rerun(page):
+        steps.press("Enter")
     use = page.locator(".st-key-lr_finder_use button")
-    expect(use).to_be_visible(timeout=240_000)
+    with rerun(page, timeout_ms=240_000):
+        page.get_by_role("button", name="Run the LR finder").click()
+    expect(use).to_be_visible()
     suggested = use.inner_text().split("(")[1].rstrip(")")
-    use.click()
-    wait_idle(page)
+    with rerun(page):
+        use.click()
     _no_exception(page)
     lr_box = page.locator(".st-key-lr_scratch input")
-    deadline = time.monotonic() + 30  # the rerun that fills the form may land just after the page looked idle
-    while float(lr_box.input_value()) != pytest.approx(float(suggested), rel=0.02, abs=5e-6) and time.monotonic() < deadline:
-        page.wait_for_timeout(250)
     assert float(lr_box.input_value()) == pytest.approx(float(suggested), rel=0.02, abs=5e-6)
     page.locator(".st-key-lr_finder_chart").scroll_into_view_if_needed()
     snap(page, "inspect-05-lr-finder.png")

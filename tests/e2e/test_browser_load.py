@@ -94,7 +94,31 @@ def status_text(page) -> str:
     return box.inner_text() if box.count() else ""
 
 
-def test_two_apps_five_sessions_twenty_runs_one_truth(more_apps, browser, snap, wait_idle, tmp_path):
+@pytest.fixture
+def sessions(browser, new_context, screenshots, request):
+    """`sessions(n)`: n browser sessions (contexts), each with one page; every page is photographed if the
+    test fails, and every context is closed when it ends (no page left polling a server)."""
+    opened = []
+
+    def open_(n: int):
+        for _ in range(n):
+            context = new_context(browser, viewport={"width": 1300, "height": 900})
+            context.set_default_timeout(60_000)
+            opened.append((context, context.new_page()))
+        return [pg for _, pg in opened]
+
+    yield open_
+    rep = getattr(request.node, "rep_call", None)
+    for i, (context, pg) in enumerate(opened):
+        if rep is not None and rep.failed:
+            try:
+                pg.screenshot(path=str(screenshots / f"failure-load-session-{i}.png"))
+            except Exception as e:  # a crashed page must not hide the real failure
+                print(f"[load] no failure screenshot of session {i}: {e}", flush=True)
+        context.close()
+
+
+def test_two_apps_five_sessions_twenty_runs_one_truth(more_apps, sessions, snap, wait_idle, rerun, tmp_path):
     T0[0] = time.monotonic()
     home = tmp_path / "tlab"
     apps = [more_apps(home, "app-a"), more_apps(home, "app-b", shipped_address=True)]
@@ -111,10 +135,7 @@ def test_two_apps_five_sessions_twenty_runs_one_truth(more_apps, browser, snap, 
     assert refused.value.code == 403
 
     # Five people, three on one app process and two on the other, open Live before anything runs.
-    contexts = [browser.new_context(viewport={"width": 1300, "height": 900}) for _ in range(5)]
-    pages = [c.new_page() for c in contexts]
-    for page in pages:
-        page.set_default_timeout(60_000)
+    pages = sessions(5)
     urls = [apps[i % 2].url for i in range(5)]
     for page, url in zip(pages, urls):
         page.goto(f"{url}/live")
@@ -128,13 +149,13 @@ def test_two_apps_five_sessions_twenty_runs_one_truth(more_apps, browser, snap, 
     ui.goto(f"{urls[0]}/")
     wait_idle(ui)
     for key, option in (("backbone", "Small CNN"), ("strategy", "From scratch")):
-        ui.locator(f".st-key-{key}").click()
-        ui.get_by_role("option", name=re.compile(f"^{option}")).first.click()
-        wait_idle(ui)
+        ui.locator(f".st-key-{key}").get_by_role("combobox").click()
+        with rerun(ui):
+            ui.get_by_role("option", name=re.compile(f"^{option}")).first.click()
     for key, value in (("epochs", "1"), ("image_size", "16"), ("labels_per_class", "40")):
         ui.locator(f".st-key-{key} input").fill(value)
-        ui.locator(f".st-key-{key} input").press("Enter")
-        wait_idle(ui)
+        with rerun(ui):
+            ui.locator(f".st-key-{key} input").press("Enter")
     expect(ui.get_by_text("From scratch of Small CNN", exact=False)).to_be_visible()
     ui.locator(".st-key-launch").get_by_test_id("stBaseButton-primary").click()
     expect(ui).to_have_url(re.compile(r"/live/?(\?.*)?$"))
@@ -224,5 +245,3 @@ def test_two_apps_five_sessions_twenty_runs_one_truth(more_apps, browser, snap, 
     mark("compare pages agree")
     logs = [a.log.read_text(errors="replace") for a in (*apps, stopped)] + [(home / "worker.log").read_text(errors="replace")]
     assert not any(LOCKED.search(text) for text in logs)
-    for c in contexts:
-        c.close()
