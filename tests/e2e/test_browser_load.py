@@ -1,6 +1,6 @@
 """Load, with real processes: two app servers on one data folder, five browser
 sessions watching (one of them launching from the Experiment page), five
-launcher processes queueing twenty tiny runs at once.
+launcher processes queueing ten tiny runs at once.
 One app is restarted mid-run. Every run finishes, every page shows the same
 truth, and "database is locked" never reaches a person. Also: the shipped config listens on loopback only with
 XSRF on, and hostile run names show as typed."""
@@ -22,7 +22,7 @@ from playwright.sync_api import expect
 
 from helpers import NONET, ROOT
 
-N_LAUNCHERS, RUNS_EACH = 5, 4
+N_LAUNCHERS, RUNS_EACH = 5, 2  # five processes queueing at once is the load on the store
 N_RUNS = N_LAUNCHERS * RUNS_EACH
 FINISH_TIMEOUT_S = 300
 HOSTILE = "**bold** [link](https://evil.example/x) <b>tag</b>"
@@ -118,7 +118,7 @@ def sessions(browser, new_context, screenshots, request):
         context.close()
 
 
-def test_two_apps_five_sessions_twenty_runs_one_truth(more_apps, sessions, snap, wait_idle, rerun, tmp_path):
+def test_two_apps_five_sessions_ten_runs_one_truth(more_apps, sessions, snap, wait_idle, rerun, tmp_path):
     T0[0] = time.monotonic()
     home = tmp_path / "tlab"
     apps = [more_apps(home, "app-a"), more_apps(home, "app-b", shipped_address=True)]
