@@ -45,13 +45,17 @@ install-browser: $(CHROMIUM)
 run: install
 	$(PY) -m streamlit run app.py
 
+# One pytest-xdist worker per core; the browser tests stay together in one worker (their xdist_group).
+PYTEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadgroup
+
 test: install-test install-browser
-	TLAB_E2E_CHROMIUM=$(CHROMIUM) $(PY) -m pytest
+	TLAB_E2E_CHROMIUM=$(CHROMIUM) $(PY) -m pytest $(PYTEST_PARALLEL)
 
 # The inner loop: everything but the tests marked slow (real worker processes, torchrun, browsers,
 # longer trainings); under 3 minutes on 2 cores. `make test` (and CI) still run everything.
 test-fast: install-test
-	$(PY) -m pytest -m "not slow and not e2e"
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not slow and not e2e"
 
 # The browser journey alone (starts the app, trains for real: a few minutes).
 test-e2e: install-test install-browser

@@ -22,6 +22,10 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: real processes, browsers or long trainings; `make test-fast` skips them")
     if not hasattr(config, "workerinput"):
         os.environ.setdefault(SESSION_MARK, f"{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    else:  # one of pytest-xdist's workers (`make test` runs one per core): one torch thread each, not one per core
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def _proc_stat(pid: int) -> tuple[str, int] | None:

@@ -53,6 +53,19 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "e2e: real-browser end-to-end test (starts the app, trains for real)")
 
 
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every browser test is e2e and slow, and under pytest-xdist they all run in one worker (one group),
+    so the package's app server and browser start once."""
+    for item in items:
+        if HERE in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.e2e)
+            item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.xdist_group("browser"))
+
+
 _used = False  # the screenshots fixture ran in this session (not just a collection)
 
 
