@@ -19,7 +19,7 @@ def main() -> None:
     p = options(__doc__.splitlines()[0], default_device="cuda")
     p.add_argument("--no-compile", action="store_true", help="eager only")
     args = p.parse_args()
-    from core.config import RunConfig
+    from core.train.config import RunConfig
 
     fresh_home()
     if args.device == "cuda":

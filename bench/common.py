@@ -76,7 +76,7 @@ class StepClock:
         self.batch = None
 
     def __call__(self, event) -> None:
-        from core import engine
+        from core.train import engine
 
         if isinstance(event, engine.Step):
             self.times[event.step] = time.perf_counter()
@@ -90,7 +90,7 @@ class StepClock:
 
 def engine_throughput(cfg, warmup: int, measured: int) -> float:
     """Images/s of the engine over `measured` steps after `warmup` steps."""
-    from core import engine
+    from core.train import engine
 
     clock = StepClock()
     cfg = cfg.replace(steps=warmup + measured, epochs=1)
@@ -108,7 +108,7 @@ def reference_loop(cfg, warmup: int, measured: int, fixed_batch: bool = False, c
     import torch
     import torch.nn.functional as F
 
-    from core import backbones, data, strategies
+    from core.train import backbones, data, strategies
 
     device = torch.device(cfg.device)
     cuda = device.type == "cuda"
@@ -183,7 +183,7 @@ def weights_for(backbone: str, image_size: int, home: Path) -> str | None:
     cost the same whatever the weights hold)."""
     import torch
 
-    from core import backbones, weights
+    from core.train import backbones, weights
 
     spec = backbones.get(backbone)
     if weights.availability(spec) in ("bundled", "cached"):

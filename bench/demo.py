@@ -40,9 +40,10 @@ def breakdown(store, run_id: str, launched: float) -> dict:
 
 
 def launch_demo(epochs: int, image_size: int) -> tuple[float, list[dict]]:
-    from core import jobs, strategies
-    from core.config import RunConfig
-    from core.store import Store
+    from core.runs import jobs
+    from core.runs.store import Store
+    from core.train import strategies
+    from core.train.config import RunConfig
 
     cfg = RunConfig(epochs=epochs, image_size=image_size, device="cpu")  # the Experiment page's defaults
     cfg = cfg.replace(lr=strategies.get(cfg.strategy).default_lr, name="transfer")

@@ -22,7 +22,7 @@ TARGET = 7.0
 
 
 def timed_run(cfg) -> tuple[float, float]:
-    from core import data, engine
+    from core.train import data, engine
 
     data._raw_cached.cache_clear()  # each run reads the data folder as a new process would
     t0 = time.perf_counter()
@@ -33,8 +33,8 @@ def timed_run(cfg) -> tuple[float, float]:
 
 def main() -> None:
     args = options(__doc__.splitlines()[0]).parse_args()
-    from core import data, engine
-    from core.config import RunConfig
+    from core.train import data, engine
+    from core.train.config import RunConfig
 
     home = fresh_home()
     cfg = RunConfig(backbone="efficientnet_lite0", strategy="feature_extraction", dataset="digits",

@@ -47,8 +47,8 @@ def make_jpegs(root: Path, n: int) -> Path:
 
 def main() -> None:
     args = options(__doc__.splitlines()[0], default_device="cuda").parse_args()
-    from core import data
-    from core.config import RunConfig
+    from core.train import data
+    from core.train.config import RunConfig
 
     home = fresh_home()
     if args.device == "cuda":

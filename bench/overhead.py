@@ -29,7 +29,7 @@ def cases(device: str, quick: bool) -> list[tuple[dict, int, int]]:
 
 def main() -> None:
     args = options(__doc__.splitlines()[0]).parse_args()
-    from core.config import RunConfig
+    from core.train.config import RunConfig
 
     fresh_home()
     repeats = args.repeats or (1 if args.quick else (2 if args.device == "cuda" else 3))

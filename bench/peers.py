@@ -34,7 +34,7 @@ def lightning_fit(cfg, epochs: int) -> float:
     from lightning.pytorch.callbacks import BackboneFinetuning
     from torch import nn
 
-    from core import backbones, data, strategies
+    from core.train import backbones, data, strategies
 
     spec = backbones.get(cfg.backbone)
     bundle = data.load(cfg.dataset, cfg.image_size, cfg.seed)
@@ -89,7 +89,7 @@ def lightning_fit(cfg, epochs: int) -> float:
 
 
 def ours_fit(cfg, epochs: int) -> float:
-    from core import data, engine
+    from core.train import data, engine
 
     data._raw_cached.cache_clear()
     n_train = len(data.load(cfg.dataset, cfg.image_size, cfg.seed).train)
@@ -107,7 +107,7 @@ def main() -> None:
         report(args, f"peers: our engine vs PyTorch Lightning ({args.device})",
                ["skipped: PyTorch Lightning is not installed here (pip install -r requirements-bench.txt)"])
         return
-    from core.config import RunConfig
+    from core.train.config import RunConfig
 
     home = fresh_home()
     if args.device == "cuda":

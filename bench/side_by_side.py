@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def wall(side_by_side: bool, epochs: int, image_size: int) -> float:
-    from core import jobs
-    from core.config import RunConfig
+    from core.runs import jobs
+    from core.train.config import RunConfig
 
     os.environ["TLAB_HOME"] = tempfile.mkdtemp(prefix="tlab-bench-")
     base = RunConfig(backbone="efficientnet_lite0", dataset="digits", epochs=epochs, image_size=image_size, device="cpu")

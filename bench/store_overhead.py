@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def measure(cfg_kwargs: dict) -> dict:
-    from core import engine
-    from core.config import RunConfig
-    from core.store import Store, StoreListener
+    from core.runs.store import Store, StoreListener
+    from core.train import engine
+    from core.train.config import RunConfig
 
     store = Store()
     cfg = RunConfig(**cfg_kwargs)

@@ -28,9 +28,9 @@ def seed(home: str, runs: int, epochs: int, steps_per_epoch: int) -> None:
     """A store of finished runs in one group, with every metric a real run writes."""
     import torch
 
-    from core import backbones, strategies
-    from core.config import RunConfig
-    from core.store import Store
+    from core.runs.store import Store
+    from core.train import backbones, strategies
+    from core.train.config import RunConfig
 
     os.environ["TLAB_HOME"] = home
     store = Store()

@@ -18,6 +18,10 @@ from core.errors import ConfigError, DataError
 # with a dot or a slash can name a folder outside the data folder.
 RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
+# The folder that holds the `core` package: child `python -m core` processes
+# run with it on PYTHONPATH (or as their cwd), whatever the parent's cwd.
+SOURCE_ROOT = Path(__file__).resolve().parents[1]
+
 
 def home() -> Path:
     """The data folder: run store, checkpoints and downloaded datasets."""

@@ -171,8 +171,8 @@ def tiny_runs(tmp_path_factory):
 
     import torch
 
-    from core import engine
-    from core.config import RunConfig
+    from core.train import engine
+    from core.train.config import RunConfig
 
     root = tmp_path_factory.mktemp("tiny_runs")
     zip_path = make_shapes_zip(root / "shapes.zip")

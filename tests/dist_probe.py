@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from core import distributed, engine
-from core.config import RunConfig
+from core.train import distributed, engine
+from core.train.config import RunConfig
 
 out, weights = Path(sys.argv[1]), sys.argv[2]
 ctx = distributed.init("cpu")

@@ -10,11 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from core import adapt, cli, data, engine
-from core.advisor import batchnorm_layers
-from core.config import RunConfig
+from core.cli import main as cli
 from core.errors import ConfigError, DataError
-from core.predict import CheckpointError, load_run_model
+from core.insight.predict import CheckpointError, load_run_model
+from core.lessons import adapt
+from core.lessons.advisor import batchnorm_layers
+from core.train import data, engine
+from core.train.config import RunConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from core import advisor, backbones, cli, data, logme
+from core.cli import main as cli
+from core.lessons import advisor, logme
+from core.train import backbones, data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

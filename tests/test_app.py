@@ -15,9 +15,9 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from helpers import ROOT
-from core import jobs
-from core.config import RunConfig
-from core.store import Store, _pid_start
+from core.runs import jobs
+from core.runs.store import Store, _pid_start
+from core.train.config import RunConfig
 
 TIMEOUT = 120
 
@@ -212,7 +212,7 @@ def test_a_zip_of_class_folders_shows_a_preview_and_can_be_launched(no_workers, 
 def test_weights_upload_for_a_backbone_without_cached_weights(no_workers, tmp_path):
     import torch
 
-    from core import backbones
+    from core.train import backbones
 
     at = app()
     at.selectbox(key="backbone").set_value("resnet18").run()

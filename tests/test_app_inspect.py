@@ -13,8 +13,10 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from core import backbones, engine, evaluate, paths
-from core.store import Store
+from core import paths
+from core.insight import evaluate
+from core.runs.store import Store
+from core.train import backbones, engine
 from helpers import ROOT
 
 TIMEOUT = 180

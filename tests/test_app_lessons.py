@@ -12,9 +12,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from helpers import NONET, ROOT
-from core import adapt, jobs, tasks
-from core.config import RunConfig
-from core.store import Store
+from core.lessons import adapt
+from core.runs import jobs, tasks
+from core.runs.store import Store
+from core.train.config import RunConfig
 
 TIMEOUT = 180
 

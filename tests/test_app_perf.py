@@ -8,8 +8,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from helpers import ROOT
-from core import jobs
-from core.store import Store
+from core.runs import jobs
+from core.runs.store import Store
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def test_the_compile_switch_reaches_the_queued_runs(no_workers):
 
 def _long_run(steps: int) -> str:
     """A finished run whose step series is long (as 50 epochs of 500 steps would be)."""
-    from core.config import RunConfig
+    from core.train.config import RunConfig
 
     store = Store()
     run_id = store.add_run(RunConfig(backbone="small_cnn", strategy="scratch", epochs=10).to_json(), "long", None, "finished")

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from core import backbones
 from core.errors import ConfigError
+from core.train import backbones
 
 NUM_CLASSES = 10
 SIZE = 32

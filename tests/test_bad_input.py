@@ -16,9 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
-from core import data, limits, paths, predict
-from core.config import RunConfig, validate
+from core import limits, paths
 from core.errors import ConfigError, DataError
+from core.insight import predict
+from core.train import data
+from core.train.config import RunConfig, validate
 
 
 @pytest.fixture(autouse=True)
@@ -276,7 +278,7 @@ def test_bad_settings_are_refused_with_what_to_change(changes, needle):
 
 
 def test_batch_larger_than_the_dataset_trains_on_what_there_is_and_says_so(tmp_path, one_thread):
-    from core import engine
+    from core.train import engine
 
     notes = []
     cfg = RunConfig(backbone="small_cnn", strategy="scratch", epochs=1, image_size=16, batch_size=4096,

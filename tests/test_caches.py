@@ -9,8 +9,9 @@ import dataclasses
 import pytest
 import torch
 
-from core import cache, data, distill, engine, paths
-from core.config import RunConfig
+from core import paths
+from core.train import cache, data, distill, engine
+from core.train.config import RunConfig
 
 
 @pytest.fixture(autouse=True)
@@ -116,7 +117,7 @@ def test_frozen_backbone_features_are_reused_by_the_next_run(tmp_path, monkeypat
 
 @pytest.fixture()
 def teacher_run(tmp_path, one_thread):
-    from core import jobs
+    from core.runs import jobs
 
     cfg = RunConfig(backbone="small_cnn", strategy="scratch", epochs=1, image_size=16, batch_size=64, device="cpu")
     row = jobs.run_foreground(cfg)

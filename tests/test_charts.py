@@ -11,9 +11,10 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from core import backbones, charts, engine, strategies
-from core.config import RunConfig
-from core.store import Store, StoreListener
+from core.runs.store import Store, StoreListener
+from core.train import backbones, engine, strategies
+from core.train.config import RunConfig
+from ui import charts
 
 RUN_COLUMNS = ["id", "group_id", "name", "status", "reason", "device", "created", "started", "ended", "epochs_done",
                "best_val_accuracy", "val_accuracy", "test_accuracy", "config", "backbone", "strategy", "dataset", "epochs"]

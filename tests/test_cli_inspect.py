@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import backbones, cli, engine
+from core.cli import main as cli
+from core.train import backbones, engine
 from helpers import run_cli
 
 

@@ -10,9 +10,12 @@ import pytest
 from PIL import Image
 
 from helpers import run_cli
-from core import cli, jobs, paths, predict
-from core.config import RunConfig
-from core.store import Store
+from core import paths
+from core.cli import main as cli, runs as cli_runs
+from core.insight import predict
+from core.runs import jobs
+from core.runs.store import Store
+from core.train.config import RunConfig
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +53,7 @@ def test_predict_json_is_the_top5_the_predict_page_shows(at_home, digit_png):
     assert out["run_id"] == run_id and out["epoch"] == 2
     probs = [t["probability"] for t in out["top"]]
     assert len(probs) == 5 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
-    # The page's path: the uploaded bytes through core.predict with the run's checkpoint.
+    # The page's path: the uploaded bytes through core.insight.predict with the run's checkpoint.
     page = predict.predict(predict.load_run_model(paths.run_dir(run_id)), digit_png.read_bytes(), k=5)
     assert [t["class"] for t in out["top"]] == [c for c, _ in page]
     assert np.allclose(probs, [p for _, p in page], atol=1e-5)
@@ -106,7 +109,7 @@ def test_an_unexpected_error_is_one_line_exit_1_and_no_traceback(monkeypatch, ca
     def broken(args):
         raise ValueError("something deep went wrong\nwith a second line")
 
-    monkeypatch.setattr(cli, "cmd_runs", broken)
+    monkeypatch.setattr(cli_runs, "cmd_runs", broken)
     assert cli.main(["runs"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unexpected ValueError: something deep went wrong with a second line" in err

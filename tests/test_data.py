@@ -1,4 +1,4 @@
-"""core.data: the bundled digits, torchvision sets read offline from fabricated
+"""core.train.data: the bundled digits, torchvision sets read offline from fabricated
 files, a user's own folders/ZIPs of images, splits, and batch transforms."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from core import data, paths
+from core import paths
 from core.errors import ConfigError, DataError
+from core.train import data
 
 try:  # tests/ on sys.path (pytest's default "prepend" import mode)
     import tv_fixtures as tvf

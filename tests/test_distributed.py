@@ -16,9 +16,10 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from helpers import NONET, ROOT, run_cli, wait_for
-from core import backbones, engine, jobs
-from core.config import RunConfig
-from core.store import Store
+from core.runs import jobs
+from core.runs.store import Store
+from core.train import backbones, engine
+from core.train.config import RunConfig
 
 TINY = ["--dataset", "digits", "--backbone", "small_cnn", "--strategy", "scratch", "--image-size", "16",
         "--device", "cpu", "--no-progress"]
@@ -229,7 +230,7 @@ def test_a_dead_rank_stops_the_others_and_leaves_the_run_resumable(isolated_home
 @pytest.fixture
 def sigterm_raises():
     """This process turns SIGTERM into `Terminated`, as a rank under torchrun does."""
-    from core import distributed
+    from core.train import distributed
 
     before = signal.getsignal(signal.SIGTERM)
     distributed.on_sigterm()

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from core import data, embeddings, predict
 from core.errors import ConfigError
+from core.insight import embeddings, predict
+from core.train import data
 
 
 @pytest.fixture(scope="module")

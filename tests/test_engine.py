@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core import backbones, engine
-from core.config import RunConfig
 from core.errors import ConfigError
+from core.train import backbones, engine
+from core.train.config import RunConfig
 
 
 class Recorder:
@@ -92,7 +92,7 @@ def test_checkpoint_reloads_into_a_model_with_the_same_accuracy(tmp_path):
     model.load_state_dict(ckpt["model"])
     trainer = engine.Trainer(RunConfig(backbone="small_cnn", strategy="scratch", image_size=16, device="cpu"),
                              tmp_path / "other")
-    from core import data
+    from core.train import data
 
     bundle = data.load("digits", 16, 0)
     _, acc = trainer.evaluate(model, bundle.test)

@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core import data, engine, evaluate, predict
-from core.config import RunConfig
+from core.insight import evaluate, predict
+from core.train import data, engine
+from core.train.config import RunConfig
 
 
 @pytest.fixture(scope="module", params=["digits", "shapes"])

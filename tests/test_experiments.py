@@ -13,10 +13,11 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from core import distill, experiments, jobs
-from core.config import RunConfig
 from core.errors import ConfigError
-from core.store import Store
+from core.runs import experiments, jobs
+from core.runs.store import Store
+from core.train import distill
+from core.train.config import RunConfig
 from helpers import ROOT, digits_folder, run_cli
 
 
@@ -223,7 +224,7 @@ def test_a_teacher_that_did_not_finish_is_refused():
 
 
 def test_a_version_1_store_migrates_and_keeps_its_runs(isolated_home):
-    from core import store as store_mod
+    from core.runs import store as store_mod
 
     isolated_home.mkdir(parents=True)
     db = isolated_home / "tlab.sqlite"

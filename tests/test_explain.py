@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from core import backbones, data, embeddings, explain, predict
-from core.backbones import BackboneSpec
+from core.insight import embeddings, explain, predict
+from core.train import backbones, data
+from core.train.backbones import BackboneSpec
 
 SIZE = 64
 

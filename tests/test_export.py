@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from core import backbones, data, export, predict
 from core.errors import ConfigError
+from core.insight import export, predict
+from core.train import backbones, data
 
 
 @pytest.fixture(scope="module")

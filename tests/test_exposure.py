@@ -10,7 +10,8 @@ import tomllib
 from pathlib import Path
 
 from helpers import ROOT
-from core import charts, limits
+from core import limits
+from ui import charts
 
 
 def _sources() -> list[Path]:

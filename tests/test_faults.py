@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import engine, faults, jobs, paths
-from core.config import RunConfig
-from core.store import Store
+from core import faults, paths
+from core.runs import jobs
+from core.runs.store import Store
+from core.train import engine
+from core.train.config import RunConfig
 
 TINY = dict(backbone="small_cnn", strategy="scratch", image_size=16, labels_per_class=10, batch_size=32, device="cpu")
 

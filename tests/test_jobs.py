@@ -11,9 +11,9 @@ import sys
 import pytest
 
 from helpers import NONET, ROOT, run_cli, wait_for
-from core import jobs
-from core.config import RunConfig
-from core.store import Store
+from core.runs import jobs
+from core.runs.store import Store
+from core.train.config import RunConfig
 
 TINY = dict(backbone="small_cnn", strategy="scratch", device="cpu")
 
@@ -149,7 +149,7 @@ def test_readers_in_other_processes_see_consistent_data_while_a_run_writes(isola
     run_id = jobs.launch(tiny(epochs=4, batch_size=16, image_size=24))
     reader = f"""
 import json, sys, time
-from core.store import Store
+from core.runs.store import Store
 s = Store(recover=False)
 reads = bad = 0
 end = time.monotonic() + 120

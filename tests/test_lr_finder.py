@@ -10,9 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core import backbones, cli, data, lr_finder, strategies
-from core.config import RunConfig
+from core.cli import main as cli
 from core.errors import ConfigError
+from core.insight import lr_finder
+from core.train import backbones, data, strategies
+from core.train.config import RunConfig
 
 CFG = RunConfig(backbone="small_cnn", strategy="scratch", image_size=16, batch_size=32, device="cpu", seed=3)
 

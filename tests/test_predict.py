@@ -9,9 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from core import data, engine, predict
-from core.config import RunConfig
 from core.errors import DataError, TLabError
+from core.insight import predict
+from core.train import data, engine
+from core.train.config import RunConfig
 
 N_IMAGES = 20
 

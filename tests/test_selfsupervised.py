@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core import backbones, strategies, weights
-from core.config import RunConfig
 from core.errors import WeightsUnavailable
+from core.train import backbones, strategies, weights
+from core.train.config import RunConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,8 +8,10 @@ import json
 import pytest
 import torch
 
-from core import backbones, cli, skipdemo, stages
+from core.cli import main as cli
 from core.errors import ConfigError
+from core.lessons import skipdemo, stages
+from core.train import backbones
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from helpers import run_cli
-from core import engine, jobs, store as store_mod
-from core.config import RunConfig
-from core.store import Store, StoreError, StoreListener
+from core.runs import jobs, store as store_mod
+from core.runs.store import Store, StoreError, StoreListener
+from core.train import engine
+from core.train.config import RunConfig
 
 
 def digest(path: Path) -> str:

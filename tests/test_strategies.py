@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core import backbones, strategies
-from core.config import RunConfig
 from core.errors import ConfigError
+from core.train import backbones, strategies
+from core.train.config import RunConfig
 
 
 def plan_for(backbone: str, strategy: str, epoch: int = 0, **kw) -> strategies.LayerPlan:

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from core import data, engine
-from core.config import RunConfig
+from core.train import data, engine
+from core.train.config import RunConfig
 
 
 @pytest.fixture(autouse=True)

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from core import backbones, weights
-from core.backbones import build, create_model, get
 from core.errors import ConfigError, WeightsUnavailable
+from core.train import backbones, weights
+from core.train.backbones import build, create_model, get
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

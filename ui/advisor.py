@@ -7,9 +7,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import advisor, backbones, charts, experiments, jobs, strategies
-from core.config import RunConfig, validate
 from core.errors import TLabError
+from core.lessons import advisor
+from core.runs import experiments, jobs
+from core.train import backbones, strategies
+from core.train.config import RunConfig, validate
+from ui import charts
 from ui.common import plain, store
 
 RESULTS_KEY = "advisor_results"

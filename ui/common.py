@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from core import paths
-from core.store import Store
+from core.runs.store import Store
 
 
 @st.cache_resource(show_spinner=False)
@@ -91,13 +91,13 @@ def config_of(row) -> dict:
 
 def task_progress(key: str, running: bool, busy: str, failed: str) -> None:
     """The state of the background task whose id is in `st.session_state[key]`
-    (core.tasks): `busy` and its progress while it runs, refreshed every 2 s;
+    (core.runs.tasks): `busy` and its progress while it runs, refreshed every 2 s;
     a full rerun when it ends, so the page draws its result; `failed` and the
     reason if it failed."""
 
     @st.fragment(run_every=2.0 if running else None)
     def _progress() -> None:
-        from core import tasks
+        from core.runs import tasks
 
         t = tasks.get(st.session_state[key]) if st.session_state.get(key) else None
         if t is None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from core import charts, evaluate, explain, paths, predict
+from core import paths
 from core.errors import TLabError
+from core.insight import evaluate, explain, predict
+from ui import charts
 from ui.common import plain
 
 NO_BAR = {"displayModeBar": False}
@@ -172,7 +174,7 @@ def lr_finder_section(cfg, lr_key: str, lr_bounds: tuple[float, float], problem:
     """'Find a learning rate' before Launch: runs the range test in a child
     process for the form's settings, draws loss vs LR, and a button that
     writes the suggestion into the form's learning-rate field."""
-    from core import lr_finder
+    from core.insight import lr_finder
 
     with st.expander("Find a learning rate (LR range test)", expanded="lr_finder" in st.session_state):
         st.caption("A few hundred steps on a throw-away copy of this model while the LR grows exponentially; the "

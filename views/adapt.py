@@ -7,7 +7,11 @@ from datetime import datetime
 import pandas as pd
 import streamlit as st
 
-from core import adapt, charts, data, paths, tasks
+from core import paths
+from core.lessons import adapt
+from core.runs import tasks
+from core.train import data
+from ui import charts
 from ui.common import label, plain, store, task_progress
 
 TASK_KEY = "adapt_task"

@@ -6,9 +6,10 @@ import json
 
 import streamlit as st
 
-from core import charts, distill, experiments, strategies
 from core.errors import TLabError
-from ui import seeing
+from core.runs import experiments
+from core.train import distill, strategies
+from ui import charts, seeing
 from ui.common import config_of, label, latest_group, pick_runs, plain, plain_rows, store
 
 st.title("Compare")

@@ -6,10 +6,12 @@ import numpy as np
 import streamlit as st
 import torch
 
-from core import backbones, charts, data, distributed, experiments, jobs, paths, strategies, weights
-from core.config import RunConfig, validate
+from core import paths
 from core.errors import TLabError
-from ui import seeing
+from core.runs import experiments, jobs
+from core.train import backbones, data, distributed, strategies, weights
+from core.train.config import RunConfig, validate
+from ui import charts, seeing
 from ui.advisor import advisor_section
 from ui.common import label, plain, plain_rows, store
 

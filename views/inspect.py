@@ -9,9 +9,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import charts, data, embeddings, explain, export, predict
 from core.errors import TLabError
-from ui import seeing
+from core.insight import embeddings, explain, export, predict
+from core.train import data
+from ui import charts, seeing
 from ui.common import config_of, label, plain, store
 
 st.title("Inspect")

@@ -7,8 +7,10 @@ import time
 
 import streamlit as st
 
-from core import charts, jobs, strategies
 from core.errors import TLabError
+from core.runs import jobs
+from core.train import strategies
+from ui import charts
 from ui.common import config_of, label, latest_group, pick_runs, plain, store
 
 ACTIVE = ("queued", "running")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import charts, predict
 from core.errors import TLabError
-from ui import seeing
+from core.insight import predict
+from ui import charts, seeing
 from ui.common import label, latest_group, pick_runs, plain, plain_rows, store
 
 st.title("Predict")

@@ -8,8 +8,12 @@ import json
 import pandas as pd
 import streamlit as st
 
-from core import backbones, charts, paths, skipdemo, stages, tasks
+from core import paths
 from core.errors import TLabError
+from core.lessons import skipdemo, stages
+from core.runs import tasks
+from core.train import backbones
+from ui import charts
 from ui.common import task_progress
 
 DEPTH_CHOICES = [8, 14, 20, 32, 44, 56]

@@ -28,8 +28,8 @@ FINISH_TIMEOUT_S = 300
 HOSTILE = "**bold** [link](https://evil.example/x) <b>tag</b>"
 LAUNCHER = """
 import json, sys
-from core import jobs
-from core.config import RunConfig
+from core.runs import jobs
+from core.train.config import RunConfig
 dataset, who = sys.argv[1], int(sys.argv[2])
 cfgs = [RunConfig(backbone="small_cnn", strategy="scratch", dataset=dataset, epochs=1, image_size=16, device="cpu",
                   seed=k, name={hostile!r} if k == {each} - 1 else f"load {{who}}-{{k}}") for k in range({each})]
@@ -195,7 +195,7 @@ def test_two_apps_five_sessions_ten_runs_one_truth(more_apps, sessions, snap, wa
     for page, url in zip(pages, urls):
         open_live(page, url)
     mark("sessions reloaded to watch the newest group")
-    from core.store import Store
+    from core.runs.store import Store
 
     store = Store(home / "tlab.sqlite", recover=False)
     newest = store.runs().sort_values("created").iloc[-1]["group_id"]

@@ -1,0 +1,56 @@
+"""What every command prints: a plain table, `--json`, and how a run ended.
+Command modules import these; this module imports nothing of the engine."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    print("  ".join("-" * w for w in widths))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def out(args, obj, rows: list[dict] | None = None, columns: list[str] | None = None) -> None:
+    if args.json:
+        print(json.dumps(obj, indent=2, default=str))
+    elif rows is not None:
+        print_table(rows, columns)
+
+
+def fmt(rows: list[dict]) -> list[dict]:
+    return [{k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
+
+
+def result_of(row: dict) -> dict:
+    result = row.get("result")
+    result = json.loads(result) if isinstance(result, str) else (result or {})
+    return {"run_id": row["id"], **result, "status": row["status"], "reason": row["reason"]}
+
+
+def finish(args, row: dict) -> int:
+    """Print how a run ended; exit 0 finished, 1 failed in training, 2 could not
+    start (bad data or weights), 3 cancelled or interrupted."""
+    out = result_of(row)
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"run {row['id']}: {row['status']}{' (' + row['reason'] + ')' if row['reason'] else ''}")
+        if out.get("test_accuracy") is not None:
+            print(f"test accuracy {out['test_accuracy']:.4f}, val accuracy {out['val_accuracy']:.4f} after "
+                  f"{out['epochs']} epoch(s) in {out['seconds']:.1f}s ({out['images_per_second']:.0f} images/s "
+                  f"on {out['device']}{', feature cache' if out.get('feature_cache') else ''})")
+        if out.get("checkpoint"):
+            print(f"trainable {out['trainable_params']:,} of {out['total_params']:,} parameters; checkpoint {out['checkpoint']}")
+    if row["status"] == "failed":
+        print(f"error: {row['reason']}", file=sys.stderr)
+        return 1 if row.get("result") else 2
+    return 0 if row["status"] == "finished" else 3

@@ -1,0 +1,52 @@
+"""`python -m core predict --run RUN_ID --image PATH [--json]`: a trained run's
+top-5 classes for one image, preprocessed exactly as on the Predict page
+(both call core.insight.predict)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from core import paths
+from core.insight import predict
+from core.runs.store import Store
+
+TOP_K = 5
+
+
+def cmd_predict(args) -> int:
+    run_id = paths.check_run_id(args.run)  # before any path is built from it
+    row = Store().run(run_id)
+    if row["status"] in ("queued", "running") and not (paths.run_dir(run_id) / predict.CHECKPOINT_NAME).exists():
+        raise predict.CheckpointError(f"Run {run_id} is {row['status']} and has no checkpoint yet: "
+                                      f"wait for its first epoch (`python -m core wait {run_id}`).")
+    loaded = predict.load_run_model(paths.run_dir(run_id))
+    top = predict.predict(loaded, args.image, k=args.top)
+    if args.json:
+        print(json.dumps({"run_id": run_id, "image": args.image, "epoch": loaded.epoch,
+                          "top": [{"class": c, "probability": p} for c, p in top]}, indent=2))
+        return 0
+    width = max(len(c) for c, _ in top)
+    print(f"run {run_id} ({loaded.spec.title}, {loaded.num_classes} classes, epoch {loaded.epoch}): {args.image}")
+    for c, p in top:
+        print(f"  {c.ljust(width)}  {p:7.2%}  {'#' * round(p * 40)}")
+    return 0
+
+
+def _top(value: str) -> int:
+    try:
+        k = int(value)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"--top must be a whole number of at least 1 (got {value!r})")
+    return k
+
+
+def register(sub) -> None:
+    sp = sub.add_parser("predict", help="a trained run's top-5 classes for one image")
+    sp.add_argument("--run", required=True, help="the run's id (see `runs`); it needs a checkpoint")
+    sp.add_argument("--image", required=True, help="an image file (PNG, JPEG, WebP, BMP, ...)")
+    sp.add_argument("--top", type=_top, default=TOP_K, help=f"how many classes to show (default {TOP_K})")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_predict)

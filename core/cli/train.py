@@ -1,0 +1,71 @@
+"""`train` (in the foreground, with a progress bar; under torchrun on
+several processes) and `launch` (queued for the background worker)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from core.cli.options import run_config, train_options
+from core.cli.output import finish
+
+
+class Progress:
+    """A tqdm bar on stderr, fed by engine events."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+
+    def __call__(self, event) -> None:
+        from core.train import engine
+
+        if not self.enabled:
+            return
+        if isinstance(event, engine.RunStart):
+            from tqdm import tqdm
+
+            total = event.steps_per_epoch * event.config.epochs
+            self.bar = tqdm(total=total, initial=event.steps_per_epoch * (event.start_epoch - 1),
+                            desc=f"{event.config.backbone}/{event.config.strategy}", unit="step",
+                            file=sys.stderr, dynamic_ncols=True, leave=False)
+        elif isinstance(event, engine.Step) and self.bar is not None:
+            self.bar.update(event.step - self.bar.n)
+            self.bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.3f}", refresh=False)
+        elif isinstance(event, engine.EpochEnd) and self.bar is not None:
+            self.bar.write(f"epoch {event.epoch}: train loss {event.train_loss:.4f} acc {event.train_accuracy:.3f} | "
+                           f"val loss {event.val_loss:.4f} acc {event.val_accuracy:.3f} | {event.seconds:.1f}s",
+                           file=sys.stderr)
+        elif isinstance(event, engine.Note):
+            print(event.message, file=sys.stderr)
+        elif isinstance(event, engine.RunEnd) and self.bar is not None:
+            self.bar.close()
+
+
+def cmd_train(args) -> int:
+    from core.cli import distributed
+    from core.runs import jobs
+
+    cfg = distributed.train_config(args, run_config(args))
+    if cfg.processes > 1 and not distributed.under_torchrun():
+        return distributed.train_with_torchrun(cfg.processes, args.argv)
+    row = jobs.run_foreground(cfg, listeners=(Progress(not args.no_progress),))
+    if row is None:
+        return 0  # another process of a torchrun group: rank 0 reports the run
+    return finish(args, row)
+
+
+def cmd_launch(args) -> int:
+    from core.runs import jobs
+
+    run_id = jobs.launch(run_config(args))
+    print(json.dumps({"run_id": run_id, "status": "queued"}) if args.json else run_id)
+    return 0
+
+
+def register(sub) -> None:
+    for name, fn, helptext in [("train", cmd_train, "train one run in the foreground"),
+                               ("launch", cmd_launch, "queue a run for the background worker; prints its id")]:
+        sp = sub.add_parser(name, help=helptext)
+        train_options(sp)
+        sp.set_defaults(func=fn)

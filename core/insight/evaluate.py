@@ -1,0 +1,108 @@
+"""A trained run on its own test split: the confusion matrix, the images in
+each cell, the top losses, and precision / recall / F1 per class.
+
+    ev = evaluate_run(run_dir)                 # one pass over the run's test split
+    cm = ev.confusion()                        # rows: true class, columns: predicted
+    per_class_metrics(cm, ev.class_names)      # list of dicts
+    ev.cell(true=3, predicted=8)               # indices of those images (ev.x[i])
+    ev.top_losses(12)                          # the most confidently wrong first
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.insight import predict
+from core.insight.predict import LoadedModel
+from core.train import data
+
+BATCH = 256
+
+
+@dataclass
+class Evaluation:
+    class_names: list[str]
+    x: torch.Tensor  # uint8 (N, C, S, S): the images, to show them
+    y: np.ndarray  # (N,) true class
+    probs: np.ndarray  # (N, K) float32 softmax probabilities
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.probs.argmax(1)
+
+    @property
+    def losses(self) -> np.ndarray:
+        """Cross-entropy of each image: -log p(true class)."""
+        p = self.probs[np.arange(len(self.y)), self.y]
+        return -np.log(np.clip(p, 1e-12, 1.0))
+
+    @property
+    def accuracy(self) -> float:
+        return float((self.predicted == self.y).mean()) if len(self.y) else 0.0
+
+    def confusion(self, normalise: bool = False) -> np.ndarray:
+        cm = confusion_matrix(self.y, self.predicted, len(self.class_names))
+        return normalise_rows(cm) if normalise else cm
+
+    def cell(self, true: int, predicted: int) -> np.ndarray:
+        """Indices of the images of class `true` predicted as `predicted`,
+        the most confident first."""
+        idx = np.nonzero((self.y == true) & (self.predicted == predicted))[0]
+        return idx[np.argsort(-self.probs[idx, predicted], kind="stable")]
+
+    def top_losses(self, k: int = 12, wrong_only: bool = True) -> np.ndarray:
+        """Indices of the k images with the highest loss (the model most
+        confidently wrong first); only misclassified ones by default."""
+        idx = np.arange(len(self.y))
+        if wrong_only:
+            idx = idx[self.predicted != self.y]
+        return idx[np.argsort(-self.losses[idx], kind="stable")][:k]
+
+
+def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
+    """Counts (K, K), int64: row = true class, column = predicted class."""
+    t = np.asarray(y_true, dtype=np.int64)
+    p = np.asarray(y_pred, dtype=np.int64)
+    return np.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def normalise_rows(cm: np.ndarray) -> np.ndarray:
+    """Each row divided by its total (recall on the diagonal); empty rows stay 0."""
+    totals = cm.sum(1, keepdims=True)
+    return np.divide(cm, totals, out=np.zeros(cm.shape, dtype=np.float64), where=totals > 0)
+
+
+def per_class_metrics(cm: np.ndarray, class_names: list[str]) -> list[dict]:
+    """Precision, recall, F1 and support per class from a confusion matrix.
+    A class never predicted has precision 0 (as scikit-learn's zero_division=0)."""
+    tp = np.diag(cm).astype(np.float64)
+    predicted = cm.sum(0).astype(np.float64)
+    support = cm.sum(1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return [{"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for name, p, r, f, s in zip(class_names, precision, recall, f1, support)]
+
+
+@torch.inference_mode()
+def evaluate(loaded: LoadedModel, split: data.Split) -> Evaluation:
+    """The model's probabilities for every image of a split."""
+    probs = [predict.probabilities(loaded, split.x[i : i + BATCH]) for i in range(0, len(split), BATCH)]
+    p = torch.cat(probs).numpy() if probs else np.zeros((0, loaded.num_classes), dtype=np.float32)
+    return Evaluation(list(loaded.class_names), split.x, split.y.cpu().numpy(), p)
+
+
+def evaluate_run(run: str | Path | LoadedModel, which: str = "test") -> Evaluation:
+    """A run (folder, checkpoint or loaded model) on its own split, cut as its
+    trainer cut it."""
+    loaded = run if isinstance(run, LoadedModel) else predict.load_run_model(run)
+    return evaluate(loaded, data.run_split(loaded.config, which))

@@ -1,0 +1,135 @@
+"""Run configuration: a frozen dataclass, validated once at the edge (CLI,
+page) with messages a person can act on."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+
+from core.errors import ConfigError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    backbone: str = "efficientnet_lite0"
+    strategy: str = "full"
+    dataset: str = "digits"
+    epochs: int = 3
+    image_size: int = 64
+    batch_size: int = 32
+    lr: float | None = None  # None: the strategy's default
+    weight_decay: float = 1e-4
+    labels_per_class: int | None = None  # None: all training images
+    seed: int = 0
+    device: str = "auto"
+    augment: bool = False
+    weights: str | None = None  # a weights file the user names
+    freeze_stages: int = 2  # partial: stem + this many body groups frozen
+    lr_decay: float = 0.5  # discriminative: LR factor per group from head to stem
+    unfreeze_every: int = 1  # gradual: epochs between unfreezing one more group
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    name: str = ""
+    # A fixed number of optimisation steps (batches drawn with replacement),
+    # spread over `epochs`: the same budget however many labels there are.
+    steps: int | None = None
+    # Knowledge distillation from a finished run (its id): alpha * T^2 * KL + (1 - alpha) * CE.
+    teacher: str | None = None
+    temperature: float = 4.0
+    alpha: float = 0.9
+    # Processes training this run together, one per GPU (torchrun + DDP; gloo on a CPU).
+    # `batch_size` is the GLOBAL batch: each process takes batch_size / processes of it,
+    # and `lr` is the learning rate for that global batch. So the data order, the steps
+    # per epoch and the LR schedule are the same for any number of processes (no linear
+    # LR scaling): only BatchNorm statistics, computed per process, see smaller batches.
+    processes: int = 1
+    # torch.compile the model for training: slower first steps (compilation),
+    # faster ones after, mostly on a GPU.
+    compile: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"Unknown setting(s): {', '.join(unknown)}.")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, s: str) -> "RunConfig":
+        return cls.from_dict(json.loads(s))
+
+    def replace(self, **changes) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Raise ConfigError with an actionable message, or return cfg unchanged."""
+    from core.train import backbones, data, strategies
+
+    backbones.get(cfg.backbone)
+    strategies.get(cfg.strategy)
+    data.get(cfg.dataset)
+    _check(isinstance(cfg.epochs, int) and 1 <= cfg.epochs <= 1000, f"epochs must be between 1 and 1000 (got {cfg.epochs}).")
+    _check(
+        isinstance(cfg.image_size, int) and 16 <= cfg.image_size <= 1024,
+        f"image size must be between 16 and 1024 pixels (got {cfg.image_size}); 64 is quick, 224 is what ImageNet backbones saw.",
+    )
+    _check(isinstance(cfg.batch_size, int) and 1 <= cfg.batch_size <= 4096, f"batch size must be between 1 and 4096 (got {cfg.batch_size}).")
+    if cfg.lr is not None:
+        _check(
+            isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr) and 0 < cfg.lr <= 10,
+            f"learning rate must be a number in (0, 10] (got {cfg.lr}); try 1e-3.",
+        )
+    _check(math.isfinite(cfg.weight_decay) and 0 <= cfg.weight_decay <= 1, f"weight decay must be in [0, 1] (got {cfg.weight_decay}).")
+    if cfg.labels_per_class is not None:
+        _check(
+            isinstance(cfg.labels_per_class, int) and cfg.labels_per_class >= 1,
+            f"labels per class must be at least 1 (got {cfg.labels_per_class}); leave it empty to use all.",
+        )
+    _check(cfg.device in DEVICES, f"device must be one of {', '.join(DEVICES)} (got {cfg.device!r}).")
+    _check(isinstance(cfg.freeze_stages, int) and cfg.freeze_stages >= 0, f"freeze stages must be 0 or more (got {cfg.freeze_stages}).")
+    _check(0 < cfg.lr_decay <= 1, f"LR decay must be in (0, 1] (got {cfg.lr_decay}); 0.5 halves the LR per group.")
+    _check(isinstance(cfg.unfreeze_every, int) and cfg.unfreeze_every >= 1, f"unfreeze every must be at least 1 epoch (got {cfg.unfreeze_every}).")
+    _check(
+        0 < cfg.val_fraction < 0.5 and 0 < cfg.test_fraction < 0.5,
+        "validation and test fractions must each be between 0 and 0.5.",
+    )
+    if cfg.steps is not None:
+        _check(isinstance(cfg.steps, int) and 1 <= cfg.steps <= 10_000_000, f"steps must be a whole number of at least 1 (got {cfg.steps}).")
+    _check(isinstance(cfg.temperature, (int, float)) and math.isfinite(cfg.temperature) and 0 < cfg.temperature <= 100,
+           f"distillation temperature must be in (0, 100] (got {cfg.temperature}); 4 is usual.")
+    _check(isinstance(cfg.alpha, (int, float)) and 0 <= cfg.alpha <= 1,
+           f"distillation alpha must be between 0 and 1 (got {cfg.alpha}); 0.9 weighs the teacher's soft targets most.")
+    _check(isinstance(cfg.processes, int) and 1 <= cfg.processes <= 1024,
+           f"processes must be a whole number between 1 and 1024 (got {cfg.processes}); 1 trains in one process.")
+    _check(cfg.batch_size % cfg.processes == 0,
+           f"batch size {cfg.batch_size} is the global batch and must split evenly over {cfg.processes} processes: "
+           f"use a multiple of {cfg.processes}, e.g. {max(cfg.processes, cfg.batch_size - cfg.batch_size % cfg.processes)}.")
+    _check(isinstance(cfg.compile, bool), f"compile must be true or false (got {cfg.compile!r}).")
+    if cfg.teacher is not None:
+        from core import paths
+
+        paths.check_run_id(cfg.teacher)
+    if cfg.dataset.startswith(data.FOLDER_PREFIX):
+        folder = data.folder_path(cfg.dataset)  # under an allowed root, or a ConfigError that says how to allow it
+        _check(folder.exists(), f"Folder or ZIP {folder} does not exist. Give a folder with one subfolder per class, or a ZIP of them.")
+    spec = backbones.get(cfg.backbone)
+    if cfg.strategy != "scratch" and not spec.has_pretrained and not cfg.weights:
+        raise ConfigError(
+            f"{spec.title} has no pretrained weights, so '{cfg.strategy}' has nothing to transfer: "
+            "use the 'scratch' strategy or pass a weights file."
+        )
+    return cfg
