@@ -76,11 +76,11 @@ class StepClock:
         self.batch = None
 
     def __call__(self, event) -> None:
-        from core.train import engine
+        from core.train import events
 
-        if isinstance(event, engine.Step):
+        if isinstance(event, events.Step):
             self.times[event.step] = time.perf_counter()
-        elif isinstance(event, engine.RunStart):
+        elif isinstance(event, events.RunStart):
             self.batch = event.config.batch_size
 
     def images_per_second(self, first: int, last: int) -> float:

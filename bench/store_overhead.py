@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def measure(cfg_kwargs: dict) -> dict:
     from core.runs.store import Store, StoreListener
-    from core.train import engine
+    from core.train import engine, events
     from core.train.config import RunConfig
 
     store = Store()
@@ -35,13 +35,13 @@ def measure(cfg_kwargs: dict) -> dict:
         t = time.perf_counter()
         listener(event)
         dt = time.perf_counter() - t
-        if isinstance(event, engine.Step):
+        if isinstance(event, events.Step):
             spent["step"] += dt
             counts["step"] += 1
             step_times.append(event)
-        elif isinstance(event, (engine.EpochEnd, engine.LayerStats)):
+        elif isinstance(event, (events.EpochEnd, events.LayerStats)):
             spent["epoch"] += dt
-            counts["epoch"] += isinstance(event, engine.EpochEnd)
+            counts["epoch"] += isinstance(event, events.EpochEnd)
         else:
             spent["other"] += dt
 

@@ -278,12 +278,12 @@ def test_bad_settings_are_refused_with_what_to_change(changes, needle):
 
 
 def test_batch_larger_than_the_dataset_trains_on_what_there_is_and_says_so(tmp_path, one_thread):
-    from core.train import engine
+    from core.train import engine, events
 
     notes = []
     cfg = RunConfig(backbone="small_cnn", strategy="scratch", epochs=1, image_size=16, batch_size=4096,
                     labels_per_class=20, device="cpu")
     result = engine.train(cfg, run_dir=paths.run_dir("batchtest"),
-                          listeners=(lambda ev: notes.append(ev.message) if isinstance(ev, engine.Note) else None,))
+                          listeners=(lambda ev: notes.append(ev.message) if isinstance(ev, events.Note) else None,))
     assert result.status == "finished"
     assert any("batch size 4096 is larger than the 200 training images" in n for n in notes)

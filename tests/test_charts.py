@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from core.runs.store import Store, StoreListener
-from core.train import backbones, engine, strategies
+from core.train import backbones, events, strategies
 from core.train.config import RunConfig
 from ui import charts
 
@@ -352,9 +352,9 @@ def test_charts_read_the_run_store_readers_output(isolated_home):
         listener = StoreListener(s, rid)
         for epoch in (1, 2):
             for i in range(3):
-                listener(engine.Step(epoch, (epoch - 1) * 3 + i + 1, 2.0 / (epoch + i), 1e-3, 100.0))
-            listener(engine.EpochEnd(epoch, 1.0 / epoch, 0.4 * epoch, 1.1 / epoch, 0.45 * epoch, 2.0, 90.0))
-            listener(engine.LayerStats(epoch, tuple(
+                listener(events.Step(epoch, (epoch - 1) * 3 + i + 1, 2.0 / (epoch + i), 1e-3, 100.0))
+            listener(events.EpochEnd(epoch, 1.0 / epoch, 0.4 * epoch, 1.1 / epoch, 0.45 * epoch, 2.0, 90.0))
+            listener(events.LayerStats(epoch, tuple(
                 {"group": g, "frozen": strategy != "scratch" and epoch == 1 and g != "head", "lr": 1e-3,
                  "params": p, "grad_norm": 0.1, "weight_change": 0.01 * epoch} for g, p in GROUPS)))
         s.set_status(rid, "finished", test_accuracy=0.8 if strategy == "full" else 0.5)

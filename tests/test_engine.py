@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from core.errors import ConfigError
-from core.train import backbones, engine
+from core.train import backbones, engine, events
 from core.train.config import RunConfig
 
 
@@ -32,7 +32,7 @@ def test_feature_extraction_learns_digits_from_the_feature_cache(tmp_path):
     assert result.status == "finished"
     assert result.feature_cache
     assert result.test_accuracy > 0.7  # chance is 0.1
-    assert any("feature cache" in n.message for n in rec.of(engine.Note))
+    assert any("feature cache" in n.message for n in rec.of(events.Note))
     assert result.trainable_params == 1280 * 10 + 10  # the head alone
 
 
@@ -43,16 +43,16 @@ def test_event_stream_tells_the_story_of_a_run(tmp_path):
     assert kinds[0] == "RunStart" and kinds[-1] == "RunEnd"
     start = rec.events[0]
     assert start.sizes["train"] + start.sizes["val"] + start.sizes["test"] == 1797
-    steps = rec.of(engine.Step)
+    steps = rec.of(events.Step)
     assert [s.step for s in steps] == list(range(1, 2 * start.steps_per_epoch + 1))
     assert all(s.loss > 0 and s.images_per_second > 0 and s.lr > 0 for s in steps)
-    epochs = rec.of(engine.EpochEnd)
+    epochs = rec.of(events.EpochEnd)
     assert [e.epoch for e in epochs] == [1, 2]
     assert epochs[1].train_loss < steps[0].loss  # it learned something
-    stats = rec.of(engine.LayerStats)
+    stats = rec.of(events.LayerStats)
     assert [s.epoch for s in stats] == [1, 2]
     assert {r["group"] for r in stats[0].rows} == set(backbones.get("small_cnn").group_names)
-    end = rec.of(engine.RunEnd)[0]
+    end = rec.of(events.RunEnd)[0]
     assert end.status == "finished" and end.result is result
     assert result.test_accuracy > 0.3
 
@@ -60,7 +60,7 @@ def test_event_stream_tells_the_story_of_a_run(tmp_path):
 def test_layer_stats_show_frozen_groups_untouched(tmp_path):
     rec = Recorder()
     run(tmp_path, (rec,), backbone="efficientnet_lite0", strategy="partial", freeze_stages=3, epochs=1, image_size=32)
-    rows = {r["group"]: r for r in rec.of(engine.LayerStats)[0].rows}
+    rows = {r["group"]: r for r in rec.of(events.LayerStats)[0].rows}
     for g in ("stem", "stage1", "stage2", "stage3"):
         assert rows[g]["frozen"] and rows[g]["weight_change"] == 0.0 and rows[g]["grad_norm"] == 0.0
     for g in ("stage7", "head"):
@@ -70,7 +70,7 @@ def test_layer_stats_show_frozen_groups_untouched(tmp_path):
 def test_gradual_unfreezing_changes_the_plan_and_keeps_the_stem_pretrained(tmp_path):
     rec = Recorder()
     result = run(tmp_path, (rec,), backbone="efficientnet_lite0", strategy="gradual", epochs=3, image_size=32)
-    changes = rec.of(engine.PlanChange)
+    changes = rec.of(events.PlanChange)
     assert [c.epoch for c in changes] == [2, 3]
     assert changes[0].plan.trainable_params < changes[1].plan.trainable_params
     # The stem never unfroze in 3 epochs: bit-identical to the bundled weights.
@@ -105,7 +105,7 @@ def test_same_seed_same_run_on_cpu(tmp_path):
         rec = Recorder()
         engine.train(RunConfig(backbone="small_cnn", strategy="scratch", epochs=1, image_size=16, device="cpu",
                                augment=True, seed=3), run_dir=tmp_path / f"r{i}", listeners=(rec,))
-        losses.append([s.loss for s in rec.of(engine.Step)])
+        losses.append([s.loss for s in rec.of(events.Step)])
     assert losses[0] == losses[1]
 
 
@@ -116,11 +116,11 @@ def test_cancel_stops_at_the_next_step_and_keeps_the_last_checkpoint(tmp_path):
 
     def should_stop():
         calls["n"] += 1
-        return len(rec.of(engine.EpochEnd)) >= 1 and len(rec.of(engine.Step)) >= rec.events[0].steps_per_epoch + 2
+        return len(rec.of(events.EpochEnd)) >= 1 and len(rec.of(events.Step)) >= rec.events[0].steps_per_epoch + 2
 
     result = engine.train(cfg, run_dir=tmp_path / "run", listeners=(rec,), should_stop=should_stop)
     assert result.status == "cancelled"
-    assert len(rec.of(engine.Step)) == rec.events[0].steps_per_epoch + 2
+    assert len(rec.of(events.Step)) == rec.events[0].steps_per_epoch + 2
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["epoch"] == 1
     assert result.test_accuracy is None
 

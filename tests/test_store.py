@@ -13,7 +13,7 @@ import pytest
 from helpers import run_cli
 from core.runs import jobs, store as store_mod
 from core.runs.store import Store, StoreError, StoreListener
-from core.train import engine
+from core.train import events
 from core.train.config import RunConfig
 
 
@@ -61,10 +61,10 @@ def test_steps_are_written_in_batches_not_one_commit_each(isolated_home):
     run_id = s.add_run(RunConfig().to_json(), status="running")
     listener = StoreListener(s, run_id, flush_seconds=3600)
     for i in range(1, 51):
-        listener(engine.Step(1, i, 1.0 / i, 1e-3, 100.0))
+        listener(events.Step(1, i, 1.0 / i, 1e-3, 100.0))
     reader = Store(recover=False)
     assert len(reader.metrics([run_id], "step")) == 0  # buffered
-    listener(engine.EpochEnd(1, 0.5, 0.8, 0.6, 0.75, 1.0, 100.0))
+    listener(events.EpochEnd(1, 0.5, 0.8, 0.6, 0.75, 1.0, 100.0))
     assert len(reader.metrics([run_id], "step")) == 50
     assert list(reader.metrics([run_id])["epoch"]) == [1]
     assert reader.run(run_id)["epochs_done"] == 1

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.train import data, engine
+from core.train import data, engine, events
 from core.train.config import RunConfig
 
 
@@ -77,7 +77,7 @@ def test_a_run_trains_from_a_streamed_folder_and_says_what_it_skipped(digit_fold
     cfg = RunConfig(backbone="small_cnn", strategy="scratch", dataset=name, epochs=3, seed=seed,
                     image_size=16, batch_size=16, device="cpu", lr=3e-3)
     result = engine.train(cfg, run_dir=tmp_path / "run",
-                          listeners=(lambda e: notes.append(e.message) if isinstance(e, engine.Note) else None,))
+                          listeners=(lambda e: notes.append(e.message) if isinstance(e, events.Note) else None,))
     assert result.status == "finished"
     assert result.test_accuracy > 0.6  # three classes: chance is 1/3
     assert any("unreadable image file" in n for n in notes), notes

@@ -18,27 +18,27 @@ class Progress:
         self.bar = None
 
     def __call__(self, event) -> None:
-        from core.train import engine
+        from core.train import events
 
         if not self.enabled:
             return
-        if isinstance(event, engine.RunStart):
+        if isinstance(event, events.RunStart):
             from tqdm import tqdm
 
             total = event.steps_per_epoch * event.config.epochs
             self.bar = tqdm(total=total, initial=event.steps_per_epoch * (event.start_epoch - 1),
                             desc=f"{event.config.backbone}/{event.config.strategy}", unit="step",
                             file=sys.stderr, dynamic_ncols=True, leave=False)
-        elif isinstance(event, engine.Step) and self.bar is not None:
+        elif isinstance(event, events.Step) and self.bar is not None:
             self.bar.update(event.step - self.bar.n)
             self.bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.3f}", refresh=False)
-        elif isinstance(event, engine.EpochEnd) and self.bar is not None:
+        elif isinstance(event, events.EpochEnd) and self.bar is not None:
             self.bar.write(f"epoch {event.epoch}: train loss {event.train_loss:.4f} acc {event.train_accuracy:.3f} | "
                            f"val loss {event.val_loss:.4f} acc {event.val_accuracy:.3f} | {event.seconds:.1f}s",
                            file=sys.stderr)
-        elif isinstance(event, engine.Note):
+        elif isinstance(event, events.Note):
             print(event.message, file=sys.stderr)
-        elif isinstance(event, engine.RunEnd) and self.bar is not None:
+        elif isinstance(event, events.RunEnd) and self.bar is not None:
             self.bar.close()
 
 

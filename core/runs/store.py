@@ -23,6 +23,7 @@ from typing import Iterable, Iterator
 
 from core import paths
 from core.errors import TLabError
+from core.train.events import EpochEnd, LayerStats, Note, PlanChange, RunEnd, RunStart, Step, new_run_id
 
 log = logging.getLogger(__name__)
 
@@ -262,8 +263,6 @@ class Store:
 
     def add_run(self, config_json: str, name: str = "", group_id: str | None = None, status: str = "queued",
                 run_id: str | None = None, side_by_side: bool = False, kind: str = "") -> str:
-        from core.train.engine import new_run_id
-
         run_id = run_id or new_run_id()
         with self.tx() as c:
             c.execute("INSERT INTO runs (id, group_id, name, config, status, created, side_by_side, kind) "
@@ -503,16 +502,14 @@ class StoreListener:
         self.last_flush = time.monotonic()
 
     def __call__(self, event) -> None:
-        from core.train import engine
-
-        if isinstance(event, engine.Step):
+        if isinstance(event, Step):
             self.steps.append((self.run_id, event.step, event.epoch, event.loss, event.lr,
                                event.images_per_second, time.time()))
             self.rank_steps.extend((self.run_id, event.step, r, event.epoch, ips)
                                    for r, ips in enumerate(event.rank_images_per_second))
             if time.monotonic() - self.last_flush >= self.flush_seconds:
                 self.flush()
-        elif isinstance(event, engine.RunStart):
+        elif isinstance(event, RunStart):
             self.store.truncate_after(self.run_id, event.start_epoch - 1)
             with self.store.tx() as c:
                 c.execute("UPDATE runs SET device=?, steps_per_epoch=?, class_names=?, plan=?, heartbeat=?, world_size=? "
@@ -524,21 +521,21 @@ class StoreListener:
                                         f"on {event.device}"
                                         + (f" x {event.world_size} processes" if event.world_size > 1 else "")
                                         + f": {sizes} images")
-        elif isinstance(event, engine.PlanChange):
+        elif isinstance(event, PlanChange):
             with self.store.tx() as c:
                 c.execute("UPDATE runs SET plan=? WHERE id=?", (json.dumps(event.plan.rows()), self.run_id))
             self.store.log(self.run_id, f"epoch {event.epoch}: plan changed, {event.plan.trainable_params:,} trainable parameters")
-        elif isinstance(event, engine.EpochEnd):
+        elif isinstance(event, EpochEnd):
             self.flush(epoch=event)
-        elif isinstance(event, engine.LayerStats):
+        elif isinstance(event, LayerStats):
             with self.store.tx() as c:
                 c.executemany(
                     "INSERT OR REPLACE INTO layer_stats VALUES (?,?,?,?,?,?,?,?,?)",
                     [(self.run_id, event.epoch, r["group"], i, int(r["frozen"]), r["lr"], r["params"],
                       r["grad_norm"], r["weight_change"]) for i, r in enumerate(event.rows)])
-        elif isinstance(event, engine.Note):
+        elif isinstance(event, Note):
             self.store.log(self.run_id, event.message)
-        elif isinstance(event, engine.RunEnd):
+        elif isinstance(event, RunEnd):
             self.flush()
 
     def flush(self, epoch=None) -> None:

@@ -1,6 +1,6 @@
 """The training loop: one loop for every strategy.
 
-The engine reports through events; listeners (the run store, a progress bar)
+The engine reports through events (core.train.events); listeners (the run store, a progress bar)
 subscribe. It never prints. Side effects are a checkpoint per epoch in the
 run folder, written atomically.
 """
@@ -12,9 +12,7 @@ import dataclasses
 import logging
 import math
 import os
-import secrets
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -27,6 +25,8 @@ from core.errors import ConfigError, TLabError
 from core.train import backbones, cache, data, strategies
 from core.train.config import RunConfig, validate
 from core.train.distributed import SINGLE, Dist
+from core.train.events import (EpochEnd, Event, LayerStats, Listener, Note, PlanChange, RunEnd, RunResult, RunStart,
+                               Step, new_run_id)
 from core.train.strategies import LayerPlan
 
 log = logging.getLogger(__name__)
@@ -37,104 +37,12 @@ EVAL_BATCH = 256
 FEATURE_CACHE = True
 
 
-# --- events -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunStart:
-    run_id: str
-    config: RunConfig
-    device: str
-    class_names: tuple[str, ...]
-    sizes: dict  # train / val / test image counts
-    plan: LayerPlan
-    steps_per_epoch: int
-    start_epoch: int  # 1-based epoch this process starts at (>1 when resuming)
-    world_size: int = 1  # processes training this run together (torchrun)
-
-
-@dataclass(frozen=True)
-class Step:
-    epoch: int  # 1-based
-    step: int  # global, 1-based
-    loss: float
-    lr: float  # the head's learning rate
-    images_per_second: float  # all processes together
-    rank_images_per_second: tuple[float, ...] = ()  # each process's own, when there are several
-
-
-@dataclass(frozen=True)
-class PlanChange:
-    epoch: int
-    plan: LayerPlan
-
-
-@dataclass(frozen=True)
-class EpochEnd:
-    epoch: int
-    train_loss: float
-    train_accuracy: float
-    val_loss: float
-    val_accuracy: float
-    seconds: float
-    images_per_second: float
-
-
-@dataclass(frozen=True)
-class LayerStats:
-    epoch: int
-    rows: tuple[dict, ...]  # group, frozen, lr, params, grad_norm, weight_change
-
-
-@dataclass(frozen=True)
-class Note:
-    message: str
-
-
-@dataclass(frozen=True)
-class RunEnd:
-    status: str  # finished | cancelled | failed
-    reason: str
-    result: "RunResult"
-
-
-Event = RunStart | Step | PlanChange | EpochEnd | LayerStats | Note | RunEnd
-Listener = Callable[[Event], None]
-
-
-@dataclass
-class RunResult:
-    run_id: str
-    status: str
-    reason: str = ""
-    epochs: int = 0
-    val_accuracy: float | None = None
-    best_val_accuracy: float | None = None
-    test_accuracy: float | None = None
-    test_loss: float | None = None
-    seconds: float = 0.0
-    images_per_second: float = 0.0
-    trainable_params: int = 0
-    total_params: int = 0
-    device: str = ""
-    checkpoint: str = ""
-    feature_cache: bool = False
-    world_size: int = 1
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
 class Diverged(TLabError):
     pass
 
 
 class Cancelled(Exception):
     pass
-
-
-def new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
 def resolve_device(name: str) -> torch.device:
