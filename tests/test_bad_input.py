@@ -20,7 +20,8 @@ from core import limits, paths
 from core.errors import ConfigError, DataError
 from core.insight import predict
 from core.train import data
-from core.train.config import RunConfig, validate
+from core.train.config import RunConfig
+from core.train.validate import validate
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,8 @@ from core.errors import TLabError
 from core.lessons import advisor
 from core.runs import experiments, jobs
 from core.train import backbones, strategies
-from core.train.config import RunConfig, validate
+from core.train.config import RunConfig
+from core.train.validate import validate
 from ui import charts
 from ui.common import plain, store
 

@@ -10,7 +10,8 @@ from core import paths
 from core.errors import TLabError
 from core.runs import experiments, jobs
 from core.train import backbones, data, distributed, strategies, weights
-from core.train.config import RunConfig, validate
+from core.train.config import RunConfig
+from core.train.validate import validate
 from ui import charts, seeing
 from ui.advisor import advisor_section
 from ui.common import label, plain, plain_rows, store

@@ -28,7 +28,7 @@ def train_config(args, cfg: RunConfig) -> RunConfig:
     if args.processes and args.processes != world:
         raise ConfigError(f"torchrun started {world} processes but --processes says {args.processes}: "
                           "leave --processes out under torchrun, or make the two match.")
-    from core.train.config import validate
+    from core.train.validate import validate
 
     return validate(cfg.replace(processes=world))
 

@@ -239,7 +239,8 @@ def cmd_feature_maps(args) -> int:
 
 def cmd_lr_find(args) -> int:
     from core.insight import lr_finder
-    from core.train.config import RunConfig, validate
+    from core.train.config import RunConfig
+    from core.train.validate import validate
 
     cfg = validate(RunConfig.from_json(args.config_json)) if args.config_json else run_config(args)
     path = _output(args.out, "LR finder table") if args.out else None

@@ -49,7 +49,8 @@ def train_options(sp: argparse.ArgumentParser) -> None:
 
 def run_config(args):
     """The validated `RunConfig` of parsed strategy/training options."""
-    from core.train.config import RunConfig, validate
+    from core.train.config import RunConfig
+    from core.train.validate import validate
 
     cfg = RunConfig(
         backbone=args.backbone, strategy=args.strategy, dataset=getattr(args, "dataset", "digits"),

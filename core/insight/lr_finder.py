@@ -32,7 +32,8 @@ from core import paths
 from core.errors import ConfigError, TLabError
 from core.train import backbones, data, strategies
 from core.train.backbones import BackboneSpec
-from core.train.config import RunConfig, validate
+from core.train.config import RunConfig
+from core.train.validate import validate
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ from typing import Sequence
 from core import children, faults, paths
 from core.errors import TLabError
 from core.runs.store import TERMINAL, Store, StoreError, StoreListener, _pid_start, format_exception, new_group_id
-from core.train.config import RunConfig, validate
+from core.train.config import RunConfig
+from core.train.validate import validate
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,7 @@
-"""Run configuration: a frozen dataclass, validated once at the edge (CLI,
-page) with messages a person can act on."""
+"""Run configuration: a frozen dataclass of plain data, with its own range
+checks. Checking names against the registries (backbones, strategies,
+datasets) happens one layer up, in `core.train.validate`, once at the edge
+(CLI, page) with messages a person can act on."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import json
 import math
 from dataclasses import dataclass
 
+from core import paths
 from core.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -75,13 +78,10 @@ def _check(cond: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
-def validate(cfg: RunConfig) -> RunConfig:
-    """Raise ConfigError with an actionable message, or return cfg unchanged."""
-    from core.train import backbones, data, strategies
-
-    backbones.get(cfg.backbone)
-    strategies.get(cfg.strategy)
-    data.get(cfg.dataset)
+def check_ranges(cfg: RunConfig) -> RunConfig:
+    """The config's own checks: every number in its range, every choice one of
+    its values. No registry is consulted here (that is `core.train.validate`).
+    Raise ConfigError with an actionable message, or return cfg unchanged."""
     _check(isinstance(cfg.epochs, int) and 1 <= cfg.epochs <= 1000, f"epochs must be between 1 and 1000 (got {cfg.epochs}).")
     _check(
         isinstance(cfg.image_size, int) and 16 <= cfg.image_size <= 1024,
@@ -120,16 +120,5 @@ def validate(cfg: RunConfig) -> RunConfig:
            f"use a multiple of {cfg.processes}, e.g. {max(cfg.processes, cfg.batch_size - cfg.batch_size % cfg.processes)}.")
     _check(isinstance(cfg.compile, bool), f"compile must be true or false (got {cfg.compile!r}).")
     if cfg.teacher is not None:
-        from core import paths
-
         paths.check_run_id(cfg.teacher)
-    if cfg.dataset.startswith(data.FOLDER_PREFIX):
-        folder = data.folder_path(cfg.dataset)  # under an allowed root, or a ConfigError that says how to allow it
-        _check(folder.exists(), f"Folder or ZIP {folder} does not exist. Give a folder with one subfolder per class, or a ZIP of them.")
-    spec = backbones.get(cfg.backbone)
-    if cfg.strategy != "scratch" and not spec.has_pretrained and not cfg.weights:
-        raise ConfigError(
-            f"{spec.title} has no pretrained weights, so '{cfg.strategy}' has nothing to transfer: "
-            "use the 'scratch' strategy or pass a weights file."
-        )
     return cfg

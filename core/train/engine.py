@@ -23,11 +23,12 @@ from torch import nn
 from core import faults
 from core.errors import ConfigError, TLabError
 from core.train import backbones, cache, data, strategies
-from core.train.config import RunConfig, validate
+from core.train.config import RunConfig
 from core.train.distributed import SINGLE, Dist
 from core.train.events import (EpochEnd, Event, LayerStats, Listener, Note, PlanChange, RunEnd, RunResult, RunStart,
                                Step, new_run_id)
 from core.train.strategies import LayerPlan
+from core.train.validate import validate
 
 log = logging.getLogger(__name__)
 
