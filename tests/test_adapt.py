@@ -12,10 +12,10 @@ from PIL import Image
 
 from core.cli import main as cli
 from core.errors import ConfigError, DataError
-from core.insight.predict import CheckpointError, load_run_model
 from core.lessons import adapt
 from core.lessons.advisor import batchnorm_layers
 from core.train import data, engine
+from core.train.checkpoint import CheckpointError, load_run_model
 from core.train.config import RunConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -15,6 +15,7 @@ from core.cli import main as cli, runs as cli_runs
 from core.insight import predict
 from core.runs import jobs
 from core.runs.store import Store
+from core.train.checkpoint import load_run_model
 from core.train.config import RunConfig
 
 
@@ -54,7 +55,7 @@ def test_predict_json_is_the_top5_the_predict_page_shows(at_home, digit_png):
     probs = [t["probability"] for t in out["top"]]
     assert len(probs) == 5 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
     # The page's path: the uploaded bytes through core.insight.predict with the run's checkpoint.
-    page = predict.predict(predict.load_run_model(paths.run_dir(run_id)), digit_png.read_bytes(), k=5)
+    page = predict.predict(load_run_model(paths.run_dir(run_id)), digit_png.read_bytes(), k=5)
     assert [t["class"] for t in out["top"]] == [c for c, _ in page]
     assert np.allclose(probs, [p for _, p in page], atol=1e-5)
 

@@ -7,13 +7,14 @@ import pytest
 import torch
 
 from core.errors import ConfigError
-from core.insight import embeddings, predict
+from core.insight import embeddings
 from core.train import data
+from core.train.checkpoint import load_run_model
 
 
 @pytest.fixture(scope="module")
 def digits(tiny_runs):
-    loaded = predict.load_run_model(tiny_runs.digits)
+    loaded = load_run_model(tiny_runs.digits)
     return loaded, data.run_split(loaded.config, "test")
 
 
@@ -97,7 +98,7 @@ def test_subsample_keeps_every_class():
 
 
 def test_a_run_on_an_uploaded_zip_projects_its_own_classes(tiny_runs):
-    loaded = predict.load_run_model(tiny_runs.shapes)
+    loaded = load_run_model(tiny_runs.shapes)
     test = data.run_split(loaded.config, "test")
     assert loaded.class_names == ["bar", "disc", "square"] and len(test) >= 9
     feats = embeddings.extract(loaded.model, loaded.spec, test.x)

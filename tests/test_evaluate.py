@@ -8,14 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.insight import evaluate, predict
+from core.insight import evaluate
 from core.train import data, engine
+from core.train.checkpoint import load_run_model
 from core.train.config import RunConfig
 
 
 @pytest.fixture(scope="module", params=["digits", "shapes"])
 def run(request, tiny_runs):
-    loaded = predict.load_run_model(getattr(tiny_runs, request.param))
+    loaded = load_run_model(getattr(tiny_runs, request.param))
     return loaded, evaluate.evaluate_run(loaded)
 
 

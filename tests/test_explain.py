@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from core.insight import embeddings, explain, predict
+from core.insight import embeddings, explain
 from core.train import backbones, data
 from core.train.backbones import BackboneSpec
+from core.train.checkpoint import load_run_model
 
 SIZE = 64
 
@@ -107,7 +108,7 @@ def _shape_mask(x: torch.Tensor, grow: int = 0) -> np.ndarray:
 def test_gradcam_of_a_run_trained_on_a_zip_looks_at_the_shapes(tiny_runs):
     """The trained model's heat peaks on the shape in most test images, and
     far more often than the same network at its random start."""
-    loaded = predict.load_run_model(tiny_runs.shapes)
+    loaded = load_run_model(tiny_runs.shapes)
     start = embeddings.initial_model(loaded.config, loaded.num_classes)
     test = data.run_split(loaded.config, "test")
     peaks_on_shape = {"trained": 0, "start": 0}
@@ -139,7 +140,7 @@ def test_overlay_is_an_rgb_picture_hot_where_the_map_is():
 
 
 def test_first_conv_filters_of_the_start_and_the_trained_run(tiny_runs):
-    loaded = predict.load_run_model(tiny_runs.digits)
+    loaded = load_run_model(tiny_runs.digits)
     start = embeddings.initial_model(loaded.config, loaded.num_classes)
     name, conv = explain.first_conv(loaded.model)
     assert name == "stem.0" and conv.weight.shape == (32, 3, 3, 3)
@@ -156,7 +157,7 @@ def test_first_conv_filters_of_the_start_and_the_trained_run(tiny_runs):
 
 
 def test_feature_maps_are_each_stages_output(tiny_runs):
-    loaded = predict.load_run_model(tiny_runs.digits)
+    loaded = load_run_model(tiny_runs.digits)
     x = data.run_split(loaded.config, "test").x[:1]
     stages = explain.feature_maps(loaded.model, loaded.spec, x, per_stage=6)
     assert [s.group for s in stages] == ["stem", "stage1", "stage2", "stage3"]

@@ -15,13 +15,14 @@ import pytest
 import torch
 
 from core.errors import ConfigError
-from core.insight import export, predict
+from core.insight import export
 from core.train import backbones, data
+from core.train.checkpoint import load_run_model
 
 
 @pytest.fixture(scope="module")
 def digits(tiny_runs):
-    loaded = predict.load_run_model(tiny_runs.digits)
+    loaded = load_run_model(tiny_runs.digits)
     test = data.run_split(loaded.config, "test")
     with torch.inference_mode():
         ref = loaded.model(data.batch_input(test.x, loaded.spec.mean, loaded.spec.std)).numpy()
@@ -64,7 +65,7 @@ def test_torchscript_round_trips_without_the_python_class(digits, isolated_home)
 
 
 def test_pt_zip_rebuilds_the_model_of_a_zip_run(tiny_runs, isolated_home):
-    loaded = predict.load_run_model(tiny_runs.shapes)
+    loaded = load_run_model(tiny_runs.shapes)
     path = export.export(loaded, "pt", isolated_home / "run.zip")
     with zipfile.ZipFile(path) as zf:
         assert sorted(zf.namelist()) == ["class_names.json", "config.json", "model.pt"]

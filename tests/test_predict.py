@@ -12,6 +12,7 @@ from PIL import Image
 from core.errors import DataError, TLabError
 from core.insight import predict
 from core.train import data, engine
+from core.train.checkpoint import CheckpointError, load_run_model
 from core.train.config import RunConfig
 
 N_IMAGES = 20
@@ -50,7 +51,7 @@ def digit_pngs():
 
 @pytest.fixture(scope="module")
 def loaded(trained):
-    return predict.load_run_model(trained[0])
+    return load_run_model(trained[0])
 
 
 def test_loaded_model_matches_the_run(loaded, trained):
@@ -61,7 +62,7 @@ def test_loaded_model_matches_the_run(loaded, trained):
     assert not loaded.model.training and all(not m.training for m in loaded.model.modules())
     assert next(loaded.model.parameters()).device.type == "cpu"
     assert loaded.checkpoint == run_dir / "checkpoint.pt"
-    same = predict.load_run_model(result.checkpoint)  # the file itself works too
+    same = load_run_model(result.checkpoint)  # the file itself works too
     for a, b in zip(same.model.state_dict().values(), loaded.model.state_dict().values()):
         assert torch.equal(a, b)
 
@@ -115,25 +116,25 @@ def test_missing_image_file_is_a_data_error(loaded, tmp_path):
 
 def test_missing_checkpoint_says_what_to_do(tmp_path):
     (tmp_path / "run").mkdir()
-    with pytest.raises(predict.CheckpointError, match="has no checkpoint.pt yet"):
-        predict.load_run_model(tmp_path / "run")
+    with pytest.raises(CheckpointError, match="has no checkpoint.pt yet"):
+        load_run_model(tmp_path / "run")
     with pytest.raises(TLabError, match="No checkpoint at .*gone"):
-        predict.load_run_model(tmp_path / "gone")
+        load_run_model(tmp_path / "gone")
 
 
 def test_corrupt_checkpoint_says_what_to_do(tmp_path, trained):
     bad = tmp_path / "checkpoint.pt"
     bad.write_bytes(b"garbage" * 100)
-    with pytest.raises(predict.CheckpointError, match="not a readable checkpoint"):
-        predict.load_run_model(tmp_path)
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_run_model(tmp_path)
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes((trained[0] / "checkpoint.pt").read_bytes()[:5000])
-    with pytest.raises(predict.CheckpointError, match="not a readable checkpoint"):
-        predict.load_run_model(truncated)
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_run_model(truncated)
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(3)}, foreign)
-    with pytest.raises(predict.CheckpointError, match="no model weights"):
-        predict.load_run_model(foreign)
+    with pytest.raises(CheckpointError, match="no model weights"):
+        load_run_model(foreign)
 
 
 def test_truncated_png_is_a_data_error(loaded, digit_pngs):

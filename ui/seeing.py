@@ -11,6 +11,7 @@ import streamlit as st
 from core import paths
 from core.errors import TLabError
 from core.insight import evaluate, explain, predict
+from core.train.checkpoint import CHECKPOINT_NAME, LoadedModel, load_run_model
 from ui import charts
 from ui.common import plain
 
@@ -28,16 +29,16 @@ def finished_runs(store):
 
 
 def _checkpoint(run_id: str):
-    ckpt = paths.run_dir(run_id) / predict.CHECKPOINT_NAME
+    ckpt = paths.run_dir(run_id) / CHECKPOINT_NAME
     return ckpt, (ckpt.stat().st_mtime if ckpt.exists() else 0.0)
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=8)
-def _model(checkpoint: str, mtime: float) -> predict.LoadedModel:
-    return predict.load_run_model(checkpoint)
+def _model(checkpoint: str, mtime: float) -> LoadedModel:
+    return load_run_model(checkpoint)
 
 
-def run_model(run_id: str) -> predict.LoadedModel:
+def run_model(run_id: str) -> LoadedModel:
     """A run's trained model, cached per checkpoint version. Raises TLabError."""
     ckpt, mtime = _checkpoint(run_id)
     return _model(str(ckpt), mtime)
@@ -66,7 +67,7 @@ def thumbnails(ev: evaluate.Evaluation, idx, caption, width: int = 72, per_row: 
 # --- Predict: Grad-CAM per model -------------------------------------------------------------
 
 
-def gradcam_class_picker(models: list[predict.LoadedModel]) -> str | None:
+def gradcam_class_picker(models: list[LoadedModel]) -> str | None:
     """'each model's top class' (None) or one class name, from the union of the models' classes."""
     names = list(dict.fromkeys(c for m in models for c in m.class_names))
     choice = st.selectbox("Grad-CAM for", ["__top__", *names], key="gradcam_class",
@@ -76,7 +77,7 @@ def gradcam_class_picker(models: list[predict.LoadedModel]) -> str | None:
     return None if choice == "__top__" else choice
 
 
-def gradcam_panel(loaded: predict.LoadedModel, content: bytes, class_name: str | None, key: str) -> None:
+def gradcam_panel(loaded: LoadedModel, content: bytes, class_name: str | None, key: str) -> None:
     """The Grad-CAM overlay of one model for one uploaded image, or why there is none."""
     if class_name is not None and class_name not in loaded.class_names:
         st.info(f"This model has no class “{plain(class_name)}”: pick another class for its Grad-CAM.")

@@ -6,6 +6,7 @@ import streamlit as st
 
 from core.errors import TLabError
 from core.insight import predict
+from core.train.checkpoint import LoadedModel
 from ui import charts, seeing
 from ui.common import label, latest_group, pick_runs, plain, plain_rows, store
 
@@ -37,13 +38,13 @@ except TLabError as e:
     st.error(plain(e))
     st.stop()
 st.image(preview[0].permute(1, 2, 0).numpy(), caption="your image, centre-cropped as the models see it", width=160)
-models: dict[str, predict.LoadedModel | TLabError] = {}
+models: dict[str, LoadedModel | TLabError] = {}
 for run_id in selected:
     try:
         models[run_id] = seeing.run_model(run_id)
     except TLabError as e:
         models[run_id] = e
-cam_class = seeing.gradcam_class_picker([m for m in models.values() if isinstance(m, predict.LoadedModel)])
+cam_class = seeing.gradcam_class_picker([m for m in models.values() if isinstance(m, LoadedModel)])
 with st.container(key="predictions"):
     cols = st.columns(len(selected))
     for col, run_id in zip(cols, selected):

@@ -25,18 +25,18 @@ from core.errors import TLabError
 
 def _loaded(run: str):
     from core import paths
-    from core.insight import predict
+    from core.train.checkpoint import load_run_model
 
     if paths.RUN_ID_RE.fullmatch(run) and paths.run_dir(run).exists():
-        return predict.load_run_model(paths.run_dir(run))
+        return load_run_model(paths.run_dir(run))
     p = Path(run).expanduser()
     if p.exists():  # a run folder or checkpoint elsewhere: read-only, loaded with weights_only
-        return predict.load_run_model(p)
+        return load_run_model(p)
     folder = paths.run_dir(run)  # validates the id before any path is built from it
     if not folder.exists():
         raise TLabError(f"No run {run!r} in {paths.home()}: give a run id (see `python -m core runs`), "
                         "or the path of a run folder or checkpoint.")
-    return predict.load_run_model(folder)
+    return load_run_model(folder)
 
 
 def _class_index(loaded, name: str | None) -> int | None:

@@ -10,6 +10,7 @@ import json
 from core import paths
 from core.insight import predict
 from core.runs.store import Store
+from core.train.checkpoint import CHECKPOINT_NAME, CheckpointError, load_run_model
 
 TOP_K = 5
 
@@ -17,10 +18,10 @@ TOP_K = 5
 def cmd_predict(args) -> int:
     run_id = paths.check_run_id(args.run)  # before any path is built from it
     row = Store().run(run_id)
-    if row["status"] in ("queued", "running") and not (paths.run_dir(run_id) / predict.CHECKPOINT_NAME).exists():
-        raise predict.CheckpointError(f"Run {run_id} is {row['status']} and has no checkpoint yet: "
+    if row["status"] in ("queued", "running") and not (paths.run_dir(run_id) / CHECKPOINT_NAME).exists():
+        raise CheckpointError(f"Run {run_id} is {row['status']} and has no checkpoint yet: "
                                       f"wait for its first epoch (`python -m core wait {run_id}`).")
-    loaded = predict.load_run_model(paths.run_dir(run_id))
+    loaded = load_run_model(paths.run_dir(run_id))
     top = predict.predict(loaded, args.image, k=args.top)
     if args.json:
         print(json.dumps({"run_id": run_id, "image": args.image, "epoch": loaded.epoch,

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from core.insight import predict
-from core.insight.predict import LoadedModel
 from core.train import data
+from core.train.checkpoint import LoadedModel, load_run_model
 
 BATCH = 256
 
@@ -104,5 +104,5 @@ def evaluate(loaded: LoadedModel, split: data.Split) -> Evaluation:
 def evaluate_run(run: str | Path | LoadedModel, which: str = "test") -> Evaluation:
     """A run (folder, checkpoint or loaded model) on its own split, cut as its
     trainer cut it."""
-    loaded = run if isinstance(run, LoadedModel) else predict.load_run_model(run)
+    loaded = run if isinstance(run, LoadedModel) else load_run_model(run)
     return evaluate(loaded, data.run_split(loaded.config, which))

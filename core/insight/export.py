@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 from core.errors import TLabError
-from core.insight.predict import LoadedModel
 from core.train import data
+from core.train.checkpoint import LoadedModel
 
 log = logging.getLogger(__name__)
 

@@ -34,9 +34,9 @@ from torch import nn
 
 from core import paths
 from core.errors import ConfigError
-from core.insight.predict import LoadedModel, load_run_model
 from core.lessons.advisor import batchnorm_layers
 from core.train import data
+from core.train.checkpoint import LoadedModel, load_run_model
 
 log = logging.getLogger(__name__)
 
