@@ -49,14 +49,14 @@ def test_registries_list_weight_availability_offline():
 
 def test_train_json_reports_a_real_run(isolated_home):
     res = run_cli("train", "--backbone", "efficientnet_lite0", "--strategy", "feature_extraction",
-                  "--dataset", "digits", "--epochs", "3", "--image-size", "64", "--json")
+                  "--dataset", "digits", "--epochs", "3", "--image-size", "32", "--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     for key in ("val_accuracy", "test_accuracy", "epochs", "seconds", "images_per_second",
                 "trainable_params", "total_params", "device", "checkpoint"):
         assert key in out
     assert out["epochs"] == 3 and out["device"] == "cpu"
-    assert out["test_accuracy"] > 0.7
+    assert out["test_accuracy"] > 0.7  # 0.83-0.91 over seeds 0-2 at 32 px (64 px: twice the feature pass)
     assert out["trainable_params"] < out["total_params"]
     ckpt = Path(out["checkpoint"])
     assert ckpt.exists() and ckpt.is_relative_to(isolated_home)
@@ -65,24 +65,44 @@ def test_train_json_reports_a_real_run(isolated_home):
 
 def test_train_prints_a_human_summary():
     res = run_cli("train", "--backbone", "small_cnn", "--strategy", "scratch", "--epochs", "1",
-                  "--image-size", "16", "--no-progress")
+                  "--image-size", "16", "--labels-per-class", "10", "--no-progress")
     assert res.returncode == 0, res.stderr
     assert "finished" in res.stdout and "test accuracy" in res.stdout
     assert "epoch 1:" not in res.stdout  # per-epoch lines go to stderr only with the bar
 
 
-@pytest.mark.parametrize("args,needle", [
+BAD_INPUT = [
     (["train", "--dataset", "imagenet22k"], "Unknown dataset 'imagenet22k'"),
     (["train", "--backbone", "resnet9000"], "Unknown backbone"),
     (["train", "--epochs", "0"], "epochs must be between"),
     (["train", "--lr", "nan"], "learning rate"),
     (["train", "--labels-per-class", "lots"], "whole number"),
     (["train", "--dataset", "folder:/no/such/place"], "outside the folders this app may read"),
-    (["train", "--backbone", "resnet18", "--strategy", "feature_extraction", "--epochs", "1"], "resnet18-f37072fd.pth"),
+    (["train", "--backbone", "resnet18", "--strategy", "feature_extraction", "--epochs", "1", "--image-size", "16"],
+     "resnet18-f37072fd.pth"),
     (["train", "--backbone", "small_cnn", "--strategy", "scratch", "--weights", "/no/such.pt"], "does not exist"),
     (["plan", "--strategy", "everything"], "Unknown strategy"),
-])
-def test_bad_input_is_one_clear_line_and_a_nonzero_exit(args, needle):
+]
+
+
+@pytest.mark.parametrize("args,needle", BAD_INPUT)
+def test_bad_input_is_one_clear_line_and_a_nonzero_exit(args, needle, capsys):
+    # The CLI's own entry point, in this process: each message and exit code, without a torch import per case.
+    from core.cli.main import main as cli_main
+
+    try:
+        code = cli_main(args)
+    except SystemExit as e:  # argparse refuses a malformed value itself
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert needle in err.strip().splitlines()[-1]  # the one line that says what is wrong (argparse puts usage above it)
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("args,needle", [BAD_INPUT[4], BAD_INPUT[6]], ids=["argparse", "missing-weights"])
+def test_bad_input_from_a_real_process_is_one_clear_line_and_exit_code_2(args, needle):
+    # As a shell sees it: argparse's refusal, and a refusal from deep in a run (the weights it cannot find).
     res = run_cli(*args)
     assert res.returncode == 2
     assert needle in res.stderr
