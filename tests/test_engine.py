@@ -9,6 +9,8 @@ from core.errors import ConfigError
 from core.train import backbones, engine, events
 from core.train.config import RunConfig
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 class Recorder:
     def __init__(self):
@@ -28,10 +30,11 @@ def run(tmp_path, listeners=(), **kw):
 
 def test_feature_extraction_learns_digits_from_the_feature_cache(tmp_path):
     rec = Recorder()
-    result = run(tmp_path, (rec,), backbone="efficientnet_lite0", strategy="feature_extraction", epochs=4, image_size=64)
+    result = run(tmp_path, (rec,), backbone="efficientnet_lite0", strategy="feature_extraction", epochs=4, image_size=32,
+                 labels_per_class=100)
     assert result.status == "finished"
     assert result.feature_cache
-    assert result.test_accuracy > 0.7  # chance is 0.1
+    assert result.test_accuracy > 0.7  # chance is 0.1; 0.82-0.90 over seeds 0-2 at 32 px and 100 per class
     assert any("feature cache" in n.message for n in rec.of(events.Note))
     assert result.trainable_params == 1280 * 10 + 10  # the head alone
 
@@ -59,7 +62,9 @@ def test_event_stream_tells_the_story_of_a_run(tmp_path):
 
 def test_layer_stats_show_frozen_groups_untouched(tmp_path):
     rec = Recorder()
-    run(tmp_path, (rec,), backbone="efficientnet_lite0", strategy="partial", freeze_stages=3, epochs=1, image_size=32)
+    # What moved is the claim, not how well: 5 labels per class, 16 px, ~90 validation and test images.
+    run(tmp_path, (rec,), backbone="efficientnet_lite0", strategy="partial", freeze_stages=3, epochs=1, image_size=16,
+        labels_per_class=5, val_fraction=0.05, test_fraction=0.05)
     rows = {r["group"]: r for r in rec.of(events.LayerStats)[0].rows}
     for g in ("stem", "stage1", "stage2", "stage3"):
         assert rows[g]["frozen"] and rows[g]["weight_change"] == 0.0 and rows[g]["grad_norm"] == 0.0
@@ -69,13 +74,14 @@ def test_layer_stats_show_frozen_groups_untouched(tmp_path):
 
 def test_gradual_unfreezing_changes_the_plan_and_keeps_the_stem_pretrained(tmp_path):
     rec = Recorder()
-    result = run(tmp_path, (rec,), backbone="efficientnet_lite0", strategy="gradual", epochs=3, image_size=32)
+    result = run(tmp_path, (rec,), backbone="efficientnet_lite0", strategy="gradual", epochs=3, image_size=16,
+                 labels_per_class=3, val_fraction=0.05, test_fraction=0.05)
     changes = rec.of(events.PlanChange)
     assert [c.epoch for c in changes] == [2, 3]
     assert changes[0].plan.trainable_params < changes[1].plan.trainable_params
     # The stem never unfroze in 3 epochs: bit-identical to the bundled weights.
     spec = backbones.get("efficientnet_lite0")
-    fresh = backbones.create_model(spec, 10, 32, pretrained=True)
+    fresh = backbones.create_model(spec, 10, 16, pretrained=True)
     trained = torch.load(result.checkpoint, weights_only=True)["model"]
     assert torch.equal(trained["conv_stem.weight"], fresh.state_dict()["conv_stem.weight"])
     assert torch.equal(trained["bn1.running_mean"], fresh.state_dict()["bn1.running_mean"])
@@ -104,7 +110,7 @@ def test_same_seed_same_run_on_cpu(tmp_path):
     for i in range(2):
         rec = Recorder()
         engine.train(RunConfig(backbone="small_cnn", strategy="scratch", epochs=1, image_size=16, device="cpu",
-                               augment=True, seed=3), run_dir=tmp_path / f"r{i}", listeners=(rec,))
+                               augment=True, seed=3, labels_per_class=20), run_dir=tmp_path / f"r{i}", listeners=(rec,))
         losses.append([s.loss for s in rec.of(events.Step)])
     assert losses[0] == losses[1]
 
