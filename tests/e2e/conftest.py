@@ -57,13 +57,15 @@ HERE = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(config, items):
-    """Every browser test is e2e and slow, and under pytest-xdist they all run in one worker (one group),
-    so the package's app server and browser start once."""
+    """Every browser test is e2e and slow. Under pytest-xdist the tests on the package's app server run
+    in one worker (one group), so that server and its browser start once; a test that starts its own
+    servers (the load test) may run in the other worker meanwhile."""
     for item in items:
         if HERE in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.e2e)
             item.add_marker(pytest.mark.slow)
-            item.add_marker(pytest.mark.xdist_group("browser"))
+            if "app_server" in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group("app_server"))
 
 
 _used = False  # the screenshots fixture ran in this session (not just a collection)
