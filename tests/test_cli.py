@@ -49,14 +49,16 @@ def test_registries_list_weight_availability_offline():
 
 def test_train_json_reports_a_real_run(isolated_home):
     res = run_cli("train", "--backbone", "efficientnet_lite0", "--strategy", "feature_extraction",
-                  "--dataset", "digits", "--epochs", "3", "--image-size", "32", "--json")
+                  "--dataset", "digits", "--epochs", "10", "--image-size", "32", "--labels-per-class", "50", "--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     for key in ("val_accuracy", "test_accuracy", "epochs", "seconds", "images_per_second",
                 "trainable_params", "total_params", "device", "checkpoint"):
         assert key in out
-    assert out["epochs"] == 3 and out["device"] == "cpu"
-    assert out["test_accuracy"] > 0.7  # 0.83-0.91 over seeds 0-2 at 32 px (64 px: twice the feature pass)
+    assert out["epochs"] == 10 and out["device"] == "cpu"
+    # Chance is 0.1. The backbone's pass over each image is the cost; epochs of the head on the cached
+    # features are nearly free: 50 per class for 10 epochs at 32 px give 0.78-0.89 over seeds 0-5.
+    assert out["test_accuracy"] > 0.7
     assert out["trainable_params"] < out["total_params"]
     ckpt = Path(out["checkpoint"])
     assert ckpt.exists() and ckpt.is_relative_to(isolated_home)

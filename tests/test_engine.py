@@ -30,11 +30,12 @@ def run(tmp_path, listeners=(), **kw):
 
 def test_feature_extraction_learns_digits_from_the_feature_cache(tmp_path):
     rec = Recorder()
-    result = run(tmp_path, (rec,), backbone="efficientnet_lite0", strategy="feature_extraction", epochs=4, image_size=32,
-                 labels_per_class=100)
+    # The backbone's pass over each image is the cost; epochs of the head on the cached features are nearly free.
+    result = run(tmp_path, (rec,), backbone="efficientnet_lite0", strategy="feature_extraction", epochs=10, image_size=32,
+                 labels_per_class=50)
     assert result.status == "finished"
     assert result.feature_cache
-    assert result.test_accuracy > 0.7  # chance is 0.1; 0.82-0.90 over seeds 0-2 at 32 px and 100 per class
+    assert result.test_accuracy > 0.7  # chance is 0.1; 0.78-0.89 over seeds 0-5 at 32 px, 50 per class, 10 epochs
     assert any("feature cache" in n.message for n in rec.of(events.Note))
     assert result.trainable_params == 1280 * 10 + 10  # the head alone
 
