@@ -78,7 +78,7 @@ def test_adapt_page_asks_for_a_run_first():
 
 
 def test_adapt_page_runs_adabn_in_the_background_and_shows_the_result(background_offline):
-    cfg = RunConfig(backbone="small_cnn", strategy="scratch", image_size=16, epochs=1, device="cpu")
+    cfg = RunConfig(backbone="small_cnn", strategy="scratch", image_size=16, epochs=1, device="cpu", labels_per_class=20)
     jobs.run_foreground(cfg)
     at = page("adapt")
     assert at.selectbox(key="adapt_target").value == "digits_shifted"

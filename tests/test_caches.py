@@ -99,7 +99,9 @@ def _count(monkeypatch, owner, name) -> list:
 
 def test_frozen_backbone_features_are_reused_by_the_next_run(tmp_path, monkeypatch, one_thread):
     calls = _count(monkeypatch, engine.Trainer, "_features")
-    cfg = RunConfig(backbone="efficientnet_lite0", strategy="feature_extraction", epochs=1, image_size=32, device="cpu")
+    # Reuse is the claim: 16 px, 5 labels per class and ~90 validation and test images keep each pass small.
+    cfg = RunConfig(backbone="efficientnet_lite0", strategy="feature_extraction", epochs=1, image_size=16, device="cpu",
+                    labels_per_class=5, val_fraction=0.05, test_fraction=0.05)
     first = engine.train(cfg, run_dir=tmp_path / "a")
     assert len(calls) == 3  # train, val, test
     files = _files("features")
@@ -119,7 +121,8 @@ def test_frozen_backbone_features_are_reused_by_the_next_run(tmp_path, monkeypat
 def teacher_run(tmp_path, one_thread):
     from core.runs import jobs
 
-    cfg = RunConfig(backbone="small_cnn", strategy="scratch", epochs=1, image_size=16, batch_size=64, device="cpu")
+    cfg = RunConfig(backbone="small_cnn", strategy="scratch", epochs=1, image_size=16, batch_size=64, device="cpu",
+                    labels_per_class=20)
     row = jobs.run_foreground(cfg)
     assert row["status"] == "finished"
     return row["id"]
@@ -128,7 +131,7 @@ def teacher_run(tmp_path, one_thread):
 def test_teacher_logits_are_reused_by_the_next_distillation(teacher_run, tmp_path, monkeypatch):
     calls = _count(monkeypatch, distill, "teacher_logits")
     cfg = RunConfig(backbone="small_cnn", strategy="scratch", epochs=1, image_size=16, batch_size=128, device="cpu",
-                    teacher=teacher_run)
+                    labels_per_class=20, teacher=teacher_run)
     first = engine.train(cfg, run_dir=tmp_path / "s1")
     assert len(calls) == 1 and len(_files("teacher_logits")) == 1
     second = engine.train(cfg, run_dir=tmp_path / "s2")
@@ -150,7 +153,8 @@ def test_compile_switch_trains_through_torch_compile(tmp_path, monkeypatch, one_
         return real(module, backend="eager")
 
     monkeypatch.setattr(torch, "compile", compile_eager)
-    cfg = RunConfig(backbone="small_cnn", strategy="scratch", epochs=1, image_size=16, batch_size=64, device="cpu")
+    cfg = RunConfig(backbone="small_cnn", strategy="scratch", epochs=1, image_size=16, batch_size=64, device="cpu",
+                    labels_per_class=30)
     eager = engine.train(cfg, run_dir=tmp_path / "eager")
     assert compiled == []
     result = engine.train(cfg.replace(compile=True), run_dir=tmp_path / "compiled")
