@@ -137,6 +137,7 @@ def test_inspect_page_feature_space_filters_feature_maps_and_a_checked_export(ti
     assert any("same top-1 for 100.0%" in c.value for c in at.caption), [c.value for c in at.caption]
 
 
+@pytest.mark.slow
 def test_lr_finder_fills_the_experiment_form(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)

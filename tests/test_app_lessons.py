@@ -77,6 +77,7 @@ def test_adapt_page_asks_for_a_run_first():
     assert "train one on the Experiment page first" in at.info[0].value
 
 
+@pytest.mark.slow
 def test_adapt_page_runs_adabn_in_the_background_and_shows_the_result(background_offline):
     cfg = RunConfig(backbone="small_cnn", strategy="scratch", image_size=16, epochs=1, device="cpu", labels_per_class=20)
     jobs.run_foreground(cfg)
@@ -95,6 +96,7 @@ def test_adapt_page_runs_adabn_in_the_background_and_shows_the_result(background
     assert len(adapt.saved_results(run_id)) == 1
 
 
+@pytest.mark.slow
 def test_skips_page_stage_table_and_the_demo_in_the_background(background_offline):
     at = page("skips")
     cells = " ".join(str(v) for v in at.table[0].value.to_numpy().ravel())

@@ -10,6 +10,7 @@ import pytest
 from helpers import run_cli
 
 
+@pytest.mark.slow
 def test_plan_for_feature_extraction_shows_only_the_head_trainable():
     res = run_cli("plan", "--backbone", "resnet18", "--strategy", "feature_extraction", "--json")
     assert res.returncode == 0, res.stderr
@@ -21,6 +22,7 @@ def test_plan_for_feature_extraction_shows_only_the_head_trainable():
     assert all(m["frozen"] == (m["group"] != "head") for m in plan["modules"])
 
 
+@pytest.mark.slow
 def test_plan_table_for_partial_shows_stem_and_two_stages_frozen():
     res = run_cli("plan", "--backbone", "resnet18", "--strategy", "partial", "--freeze-stages", "2")
     assert res.returncode == 0, res.stderr
@@ -32,6 +34,7 @@ def test_plan_table_for_partial_shows_stem_and_two_stages_frozen():
     assert "trainable" in res.stdout.splitlines()[-1] and "of 11,181,642 parameters" in res.stdout
 
 
+@pytest.mark.slow
 def test_registries_list_weight_availability_offline():
     res = run_cli("backbones", "--json")
     assert res.returncode == 0, res.stderr
@@ -47,6 +50,7 @@ def test_registries_list_weight_availability_offline():
         "feature_extraction", "partial", "full", "discriminative", "gradual", "scratch"}
 
 
+@pytest.mark.slow
 def test_train_json_reports_a_real_run(isolated_home):
     res = run_cli("train", "--backbone", "efficientnet_lite0", "--strategy", "feature_extraction",
                   "--dataset", "digits", "--epochs", "10", "--image-size", "32", "--labels-per-class", "50", "--json")
@@ -65,6 +69,7 @@ def test_train_json_reports_a_real_run(isolated_home):
     assert "feature cache" in res.stderr  # the log says the cache was used
 
 
+@pytest.mark.slow
 def test_train_prints_a_human_summary():
     res = run_cli("train", "--backbone", "small_cnn", "--strategy", "scratch", "--epochs", "1",
                   "--image-size", "16", "--labels-per-class", "10", "--no-progress")
@@ -102,6 +107,7 @@ def test_bad_input_is_one_clear_line_and_a_nonzero_exit(args, needle, capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,needle", [BAD_INPUT[4], BAD_INPUT[6]], ids=["argparse", "missing-weights"])
 def test_bad_input_from_a_real_process_is_one_clear_line_and_exit_code_2(args, needle):
     # As a shell sees it: argparse's refusal, and a refusal from deep in a run (the weights it cannot find).

@@ -70,6 +70,7 @@ def test_explain_finds_a_run_id_in_the_data_folder_and_writes_only_there(tiny_ru
     assert "outside the data folder" in capsys.readouterr().err and not (tmp_path / "y.png").exists()
 
 
+@pytest.mark.slow
 def test_explain_as_a_process(tiny_runs, disc_png, out_dir):
     """`python -m core explain` end to end, as a person types it."""
     p = run_cli("explain", "--run", str(tiny_runs.shapes), "--image", str(disc_png), "--out", str(out_dir / "p.png"),

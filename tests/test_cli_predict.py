@@ -46,6 +46,7 @@ def digit_png(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_predict_json_is_the_top5_the_predict_page_shows(at_home, digit_png):
     home, run_id = at_home
     res = run_cli("predict", "--run", run_id, "--image", str(digit_png), "--json")

@@ -75,6 +75,7 @@ def two_process_run(tmp_path_factory):
     return home, res
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_write_one_run_and_match_one_process(two_process_run, monkeypatch, one_thread):
     home, res = two_process_run
     assert res.returncode == 0, res.stderr[-3000:]
@@ -101,6 +102,7 @@ def test_torchrun_two_processes_write_one_run_and_match_one_process(two_process_
     assert abs(single.test_accuracy - out["test_accuracy"]) < 0.05, (single.test_accuracy, out["test_accuracy"])
 
 
+@pytest.mark.slow
 def test_live_page_shows_the_world_size_and_each_process_throughput(two_process_run, monkeypatch):
     home, res = two_process_run
     assert res.returncode == 0, res.stderr[-3000:]
@@ -130,6 +132,7 @@ def test_experiment_page_offers_processes_and_queues_a_run_over_two(monkeypatch)
     assert not any(q["side_by_side"] for q in queued)  # each uses every process: one after the other
 
 
+@pytest.mark.slow
 def test_gradients_agree_and_frozen_layers_stay_put_on_every_rank(isolated_home, tmp_path):
     spec = backbones.get("small_cnn")
     torch.manual_seed(1)
@@ -166,6 +169,7 @@ def test_gradients_agree_and_frozen_layers_stay_put_on_every_rank(isolated_home,
     assert fe0["test_accuracy"] == fe1["test_accuracy"] and abs(fe0["test_accuracy"] - single["test_accuracy"]) < 0.01
 
 
+@pytest.mark.slow
 def test_cancel_reaches_both_processes_and_the_run_resumes_on_one(isolated_home, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(NONET), str(ROOT)]))
     # 10 labels per class: 3 steps an epoch, so the cancel lands mid-run and the resume is quick.
@@ -199,6 +203,7 @@ def test_cancel_reaches_both_processes_and_the_run_resumes_on_one(isolated_home,
     assert "x 2 processes" in log and f"resumed at epoch {done_before[-1] + 1} on cpu:" in log
 
 
+@pytest.mark.slow
 def test_a_dead_rank_stops_the_others_and_leaves_the_run_resumable(isolated_home):
     proc = subprocess.Popen(torchrun(isolated_home, "-m", "core", "train", *TINY, "--labels-per-class", "10",
                                      "--epochs", "200", "--json"),

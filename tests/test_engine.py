@@ -28,6 +28,7 @@ def run(tmp_path, listeners=(), **kw):
     return engine.train(cfg, run_dir=tmp_path / "run", listeners=listeners)
 
 
+@pytest.mark.slow
 def test_feature_extraction_learns_digits_from_the_feature_cache(tmp_path):
     rec = Recorder()
     # The backbone's pass over each image is the cost; epochs of the head on the cached features are nearly free.

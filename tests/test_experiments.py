@@ -107,6 +107,7 @@ def test_race_configs_share_budget_and_seed():
         experiments.race_configs(RunConfig(), ["full", "warp_speed"])
 
 
+@pytest.mark.slow
 def test_a_tiny_race_runs_and_compare_shows_its_charts(monkeypatch):
     # The claim is about the group and the page, not about learning: 2 labels per class, 16 px,
     # ~90 validation and test images.
@@ -125,6 +126,7 @@ def test_a_tiny_race_runs_and_compare_shows_its_charts(monkeypatch):
     assert len(at.table[0].value) == 3
 
 
+@pytest.mark.slow
 def test_race_cli_prints_one_row_per_strategy(tmp_path):
     res = run_cli("race", "--backbone", "efficientnet_lite0", "--strategies", "feature_extraction,scratch",
                   "--dataset", digits_folder(tmp_path / "digits", 6), "--epochs", "1", "--image-size", "16", "--json")
@@ -137,6 +139,7 @@ def test_race_cli_prints_one_row_per_strategy(tmp_path):
 # --- labels-per-class sweep ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_tiny_sweep_summarises_over_seeds_and_compare_draws_the_curve(monkeypatch, tmp_path):
     # 6 real digits per class: "all" labels and the validation/test passes stay a few dozen images.
     base = RunConfig(backbone="efficientnet_lite0", image_size=16, device="cpu", batch_size=8,
@@ -157,6 +160,7 @@ def test_a_tiny_sweep_summarises_over_seeds_and_compare_draws_the_curve(monkeypa
     assert list(table["n"]) == [2, 2, 2, 2]
 
 
+@pytest.mark.slow
 def test_sweep_cli_prints_rows_of_mean_std_n(tmp_path):
     res = run_cli("sweep-labels", "--backbone", "efficientnet_lite0", "--strategies", "feature_extraction,scratch",
                   "--dataset", digits_folder(tmp_path / "digits", 6), "--labels", "2,all", "--seeds", "1", "--steps", "2", "--batch-size", "8", "--image-size", "16", "--json")
@@ -167,6 +171,7 @@ def test_sweep_cli_prints_rows_of_mean_std_n(tmp_path):
     assert all(set(r) == {"strategy", "labels_per_class", "mean", "std", "n"} for r in rows)
 
 
+@pytest.mark.slow
 def test_bad_sweep_labels_are_a_clear_error():
     res = run_cli("sweep-labels", "--labels", "1,five")
     assert res.returncode == 2 and "whole numbers or 'all'" in res.stderr
@@ -200,6 +205,7 @@ def test_distillation_uses_cached_teacher_logits_and_compare_weighs_the_trade(te
     assert "Teacher vs student" in " ".join(h.value for h in at.subheader)
 
 
+@pytest.mark.slow
 def test_distill_cli_reports_teacher_student_kd_and_student(teacher):
     res = run_cli("distill", "--teacher", teacher["id"], "--student", "small_cnn", "--epochs", "1",
                   "--image-size", "16", "--json", timeout=300)
@@ -211,6 +217,7 @@ def test_distill_cli_reports_teacher_student_kd_and_student(teacher):
     assert out["student_kd"]["params"] == out["student"]["params"] < out["teacher"]["params"]
 
 
+@pytest.mark.slow
 def test_a_teacher_that_did_not_finish_is_refused():
     s = Store()
     run_id = s.add_run(RunConfig().to_json())

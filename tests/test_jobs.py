@@ -40,6 +40,7 @@ def stop_workers_after(isolated_home):
                 pass
 
 
+@pytest.mark.slow
 def test_launched_run_outlives_the_launcher_and_wait_returns_its_metrics(isolated_home):
     # 30 labels per class: 9 steps an epoch, and still 0.90-0.93 test accuracy over seeds 0-2 after 2 epochs.
     launched = run_cli("launch", "--backbone", "small_cnn", "--strategy", "scratch", "--epochs", "2",
@@ -58,6 +59,7 @@ def test_launched_run_outlives_the_launcher_and_wait_returns_its_metrics(isolate
     assert [r["status"] for r in listed if r["id"] == run_id] == ["finished"]
 
 
+@pytest.mark.slow
 def test_kill_minus_9_marks_interrupted_and_resume_finishes_without_gaps(isolated_home, worker_env, one_thread):
     # 40 labels per class: 25 steps an epoch, so the kill after epoch 2 still lands with 75 steps to go.
     cfg = tiny(epochs=5, batch_size=16, image_size=24, labels_per_class=40)
@@ -91,6 +93,7 @@ def test_kill_minus_9_marks_interrupted_and_resume_finishes_without_gaps(isolate
     assert twin_epochs["val_accuracy"].tolist() == pytest.approx(epochs["val_accuracy"].tolist(), abs=0.02)
 
 
+@pytest.mark.slow
 def test_ten_runs_launched_at_once_queue_and_all_finish_one_at_a_time(isolated_home, worker_env):
     ids = [jobs.launch(tiny(epochs=1, seed=i, backbone="mlp", labels_per_class=10)) for i in range(10)]
     store = Store()
@@ -102,6 +105,7 @@ def test_ten_runs_launched_at_once_queue_and_all_finish_one_at_a_time(isolated_h
     wait_for(lambda: not store.live_workers(), timeout=30)  # the worker exits when idle
 
 
+@pytest.mark.slow
 def test_side_by_side_group_trains_together(isolated_home, worker_env):
     cfgs = [tiny(epochs=3, batch_size=16, image_size=24),
             tiny(epochs=3, batch_size=16, image_size=24, seed=1)]
@@ -114,6 +118,7 @@ def test_side_by_side_group_trains_together(isolated_home, worker_env):
     assert s1 < e2 and s2 < e1, "the two runs of the group should overlap in time"
 
 
+@pytest.mark.slow
 def test_cancel_keeps_the_checkpoint_and_resume_completes(isolated_home, worker_env):
     run_id = jobs.launch(tiny(epochs=30, batch_size=16, image_size=24))
     store = Store()
@@ -135,6 +140,7 @@ def test_queued_run_cancels_at_once(isolated_home):
     assert Store().run(run_id)["status"] == "cancelled"
 
 
+@pytest.mark.slow
 def test_an_exception_in_training_marks_the_run_failed_with_its_traceback(isolated_home, worker_env, tmp_path):
     folder = tmp_path / "imgs"
     for cls in ("a", "b"):
@@ -147,6 +153,7 @@ def test_an_exception_in_training_marks_the_run_failed_with_its_traceback(isolat
     assert "Traceback" in events["detail"].iloc[-1]
 
 
+@pytest.mark.slow
 def test_readers_in_other_processes_see_consistent_data_while_a_run_writes(isolated_home, worker_env, tmp_path):
     run_id = jobs.launch(tiny(epochs=4, batch_size=16, image_size=24, labels_per_class=30))
     # Each reader reads until the run has ended, however long a loaded machine takes to train it.
@@ -197,6 +204,7 @@ def _children_of(pid: int) -> dict[int, str]:
     return found
 
 
+@pytest.mark.slow
 def test_a_long_lived_launcher_keeps_no_defunct_worker(isolated_home, worker_env):
     # A Streamlit server is a launcher that lives for weeks: each worker it starts must be reaped when it
     # ends, not kept as a <defunct> entry until the server exits.

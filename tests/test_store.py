@@ -72,6 +72,7 @@ def test_steps_are_written_in_batches_not_one_commit_each(isolated_home):
     assert reader.run(run_id)["epochs_done"] == 1
 
 
+@pytest.mark.slow
 def test_train_json_gains_run_id_and_the_run_shows_in_runs():
     res = run_cli("train", "--backbone", "mlp", "--strategy", "scratch", "--epochs", "1", "--image-size", "16",
                   "--labels-per-class", "10", "--json")
@@ -82,6 +83,7 @@ def test_train_json_gains_run_id_and_the_run_shows_in_runs():
     assert shown["last_epoch"]["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_a_file_that_is_not_a_database_is_refused_and_left_untouched(isolated_home):
     isolated_home.mkdir(parents=True)
     db = isolated_home / "tlab.sqlite"
@@ -117,6 +119,7 @@ def test_a_store_from_a_newer_version_is_refused(isolated_home):
         Store()
 
 
+@pytest.mark.slow
 def test_unknown_run_is_a_clear_error():
     res = run_cli("show", "nope")
     assert res.returncode == 2 and "No run 'nope'" in res.stderr
@@ -134,6 +137,7 @@ def tmpfs(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+@pytest.mark.slow
 def test_read_only_data_folder_is_a_clear_error(tmpfs, monkeypatch):
     home = tmpfs / "tlab"
     monkeypatch.setenv("TLAB_HOME", str(home))
@@ -150,6 +154,7 @@ def test_read_only_data_folder_is_a_clear_error(tmpfs, monkeypatch):
     assert Store().run(run_id)["status"] == "queued"  # what was stored is still there
 
 
+@pytest.mark.slow
 def test_full_disk_is_a_clear_error(tmpfs, monkeypatch):
     home = tmpfs / "tlab"
     monkeypatch.setenv("TLAB_HOME", str(home))
