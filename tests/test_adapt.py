@@ -18,7 +18,8 @@ from core.train import data, engine
 from core.train.checkpoint import CheckpointError, load_run_model
 from core.train.config import RunConfig
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# One xdist worker runs this module: its module-scoped training then happens once, not once per worker.
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("adapt")]
 
 
 def test_grad_reverse_flips_the_gradient_sign():

@@ -12,7 +12,8 @@ from core.cli import main as cli
 from core.lessons import advisor, logme
 from core.train import backbones, data
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# One xdist worker runs this module: its module-scoped measurements (Lite0 over the digits) then happen once.
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("advisor")]
 
 
 # --- domain shift from BatchNorm statistics ------------------------------------------

@@ -29,6 +29,7 @@ def digits(tiny_runs):
     return loaded, test, ref
 
 
+@pytest.mark.slow  # the ONNX exporter and onnxruntime: 10-15 s
 def test_onnx_round_trips_through_onnxruntime(digits, isolated_home, monkeypatch):
     import tempfile
 

@@ -18,6 +18,10 @@ from core.train.config import RunConfig
 N_IMAGES = 20
 
 
+# One xdist worker runs this module: its module-scoped training then happens once, not once per worker.
+pytestmark = pytest.mark.xdist_group("predict")
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, one_thread):
     """small_cnn from scratch on digits at 16 px, 2 epochs: a few seconds."""
