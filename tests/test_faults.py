@@ -62,7 +62,11 @@ def test_nan_or_inf_loss_fails_the_run_with_its_reason_and_keeps_the_last_good_c
     assert row["epochs_done"] == 1 and Store().metrics([row["id"]])["epoch"].tolist() == [1]
 
 
-def test_cuda_out_of_memory_fails_that_run_with_advice_and_the_worker_trains_the_next(one_thread):
+def test_cuda_out_of_memory_fails_that_run_with_advice_and_the_worker_trains_the_next(one_thread, monkeypatch):
+    # The worker loop in this process: on one thread (tiny inputs), and gone as soon as its queue is empty.
+    monkeypatch.setattr(jobs, "_cores", lambda: 1)
+    monkeypatch.setattr(jobs, "IDLE_EXIT_SECONDS", -1.0)
+
     def oom(loss):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 7.79 GiB total)")
 
