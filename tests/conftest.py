@@ -22,6 +22,9 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: real processes, browsers or long trainings; `make test-fast` skips them")
     if not hasattr(config, "workerinput"):
         os.environ.setdefault(SESSION_MARK, f"{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        # Every worker, CLI and app server the suite starts trains tiny inputs on one torch thread: a
+        # second thread costs more than it gives there, and a busy 2-core machine made two 5-14x slower.
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
     else:  # one of pytest-xdist's workers (`make test` runs one per core): one torch thread each, not one per core
         import torch
 

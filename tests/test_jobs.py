@@ -103,6 +103,25 @@ def test_ten_runs_launched_at_once_queue_and_all_finish_one_at_a_time(isolated_h
     spans = sorted((store.run(i)["started"], store.run(i)["ended"]) for i in ids)
     assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:])), "runs overlapped"
     wait_for(lambda: not store.live_workers(), timeout=30)  # the worker exits when idle
+    # The suite sets OMP_NUM_THREADS=1 (tests/conftest.py): the worker honours it, whatever the core count.
+    assert "on 1 torch thread(s)" in (isolated_home / "worker.log").read_text()
+
+
+@pytest.mark.parametrize("omp, cores, expected", [(None, 8, 8), ("3", 8, 3), ("16", 8, 8), ("0", 8, 8), ("x", 8, 8)])
+def test_a_run_uses_every_core_unless_omp_num_threads_caps_it(monkeypatch, omp, cores, expected):
+    import torch
+
+    monkeypatch.setattr(jobs, "_cores", lambda: cores)
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    before = torch.get_num_threads()
+    try:
+        assert jobs._set_threads(None, {"side_by_side": 0}) == expected
+        assert torch.get_num_threads() == expected
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.slow

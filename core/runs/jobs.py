@@ -349,15 +349,27 @@ def _execute_torchrun(store: Store, row: dict) -> None:
         store.log(row["id"], f"torchrun exited with code {code} before the run ended", "warning")
 
 
-def _set_threads(store: Store, row: dict) -> None:
-    """Runs of a side-by-side group split the CPU cores between them."""
+def _thread_cap() -> int | None:
+    """The user's cap on torch threads per run, from OMP_NUM_THREADS (the knob torch and every BLAS
+    read); None when unset or not a positive whole number."""
+    raw = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(raw) if raw.isdigit() and int(raw) > 0 else None
+
+
+def _set_threads(store: Store, row: dict) -> int:
+    """Runs of a side-by-side group split the CPU cores between them; OMP_NUM_THREADS, when set,
+    caps each run's share (a machine shared with other work). Returns the count set."""
     import torch
 
     n = 1
     if row["side_by_side"]:
         n = store.query("SELECT COUNT(*) FROM runs WHERE group_id = ? AND status IN ('queued','running')",
                         (row["group_id"],))[0][0] or 1
-    torch.set_num_threads(max(1, _cores() // n))
+    threads = max(1, _cores() // n)
+    cap = _thread_cap()
+    threads = min(threads, cap) if cap else threads
+    torch.set_num_threads(threads)
+    return threads
 
 
 def worker_main() -> int:
@@ -378,8 +390,8 @@ def worker_main() -> int:
                 time.sleep(POLL_SECONDS)
                 continue
             idle_since = None
-            _set_threads(store, row)
-            log.info("worker %d: run %s", pid, row["id"])
+            threads = _set_threads(store, row)
+            log.info("worker %d: run %s on %d torch thread(s)", pid, row["id"], threads)
             try:
                 if RunConfig.from_json(row["config"]).processes > 1:
                     _execute_torchrun(store, row)
