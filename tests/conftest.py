@@ -1,11 +1,20 @@
 """Shared fixtures: no network, a private data folder and torch hub cache per test.
-At the end of the session, a check that no process the suite started is left running or defunct."""
+At the end of the session, a check that no process the suite started is left running or defunct.
+
+The test files mirror the packages (tests/train, runs, insight, lessons, cli, ui; tests/e2e for the
+browser); the fixtures more than one of them use live here, the plain helpers in helpers.py.
+- `fresh_raw_cache`: core.train.data's in-process cache of decoded datasets, empty before and after a
+  test, so each read is a new process's (modules use it with `pytestmark = usefixtures(...)`).
+- `mount_tmpfs`: `mount_tmpfs("512k")` mounts a real small filesystem to fill up or make read-only.
+- `digit_png`: a PNG file of a real handwritten 7 (scikit-learn's digits, 32x32 greys).
+"""
 
 from __future__ import annotations
 
 import os
 import signal
 import socket
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -131,6 +140,50 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def fresh_raw_cache():
+    """core.train.data.load_raw caches decoded datasets per process: empty it before and after the test."""
+    from core.train import data
+
+    data._raw_cached.cache_clear()
+    yield
+    data._raw_cached.cache_clear()
+
+
+@pytest.fixture
+def mount_tmpfs(tmp_path):
+    """`mount_tmpfs(size)`: a real filesystem of `size` (tmpfs, e.g. "512k", "48m") on a fresh folder, to
+    fill up or make read-only; unmounted at the end. Mounting needs root (as in CI): else the test skips."""
+    mounted = []
+
+    def mount(size: str) -> Path:
+        mnt = tmp_path / f"tmpfs{len(mounted)}"
+        mnt.mkdir()
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True, text=True)
+        if res.returncode != 0:
+            pytest.skip(f"mounting a tmpfs needs root: {res.stderr.strip()}")
+        mounted.append(mnt)
+        return mnt
+
+    yield mount
+    for mnt in mounted:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture(scope="session")
+def digit_png(tmp_path_factory) -> Path:
+    """A PNG file of a real handwritten 7: scikit-learn's digit no. 7, 8x8 greys scaled to 0-255, then 32x32."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    assert d.target[7] == 7
+    path = tmp_path_factory.mktemp("img") / "seven.png"
+    Image.fromarray(np.round(d.images[7] * (255 / 16)).astype(np.uint8)).resize((32, 32)).save(path)
+    return path
 
 
 # --- tiny trained runs shared by the "seeing inside" tests (issue 6) ------------------------

@@ -1,4 +1,4 @@
-"""Run under torchrun by tests/test_distributed.py: real runs through the
+"""Run under torchrun by tests/train/test_distributed.py: real runs through the
 engine on every process, then each process saves what it ended with (its
 gradients of the last step, its weights) for the test to compare.
 

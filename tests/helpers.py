@@ -4,9 +4,11 @@ own, since two conftest.py files (tests/ and tests/e2e/) share one module name."
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,3 +52,13 @@ def digits_folder(path: Path, per_class: int = 8) -> str:
         for i, k in enumerate(np.flatnonzero(d.target == c)[:per_class]):
             Image.fromarray((d.images[k] * 255 / 16).astype(np.uint8)).save(path / str(c) / f"{i:02d}.png")
     return f"folder:{path}"
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+
+def bomb_png(side: int = 50_000) -> bytes:
+    """A 100-byte PNG whose header claims side x side pixels (2.5 billion by default)."""
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 64)) + _chunk(b"IEND", b"")

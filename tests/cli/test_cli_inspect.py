@@ -1,6 +1,6 @@
 """The inspection commands from a terminal, on a digits run and a run
 trained on a ZIP of class folders: explain, evaluate, embed, filters,
-feature-maps, export (lr-find: tests/test_lr_finder.py)."""
+feature-maps, export (lr-find: tests/insight/test_lr_finder.py)."""
 
 from __future__ import annotations
 
@@ -35,16 +35,6 @@ def disc_png(tiny_runs, tmp_path_factory):
     path = tmp_path_factory.mktemp("img") / "disc.png"
     with zipfile.ZipFile(tiny_runs.zip) as zf:
         path.write_bytes(zf.read("shapes/disc/00.png"))
-    return path
-
-
-@pytest.fixture(scope="module")
-def digit_png(tmp_path_factory):
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    path = tmp_path_factory.mktemp("img") / "seven.png"
-    Image.fromarray(np.round(d.images[7] * 255 / 16).astype(np.uint8)).save(path)
     return path
 
 
@@ -135,7 +125,7 @@ def test_filters_and_feature_maps_pngs(tiny_runs, disc_png, out_dir, capsys):
 
 
 def test_export_cli_verifies_torchscript_of_a_zip_run(tiny_runs, out_dir, capsys):
-    """(ONNX: tests/test_export.py and the browser test.)"""
+    """(ONNX: tests/insight/test_export.py and the browser test.)"""
     out = _json(capsys, ["export", "--run", str(tiny_runs.shapes), "--format", "torchscript", "--out", str(out_dir / "m.pt"),
                          "--verify", "--json"])
     assert out["ok"] and out["max_abs_diff"] <= 1e-4 and out["top1_agreement"] == 1.0 and out["megabytes"] > 0.5

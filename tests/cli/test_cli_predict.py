@@ -7,9 +7,8 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from helpers import run_cli
+from helpers import bomb_png, run_cli
 from core import paths
 from core.cli import main as cli, runs as cli_runs
 from core.insight import predict
@@ -34,16 +33,6 @@ def trained(tmp_path_factory, one_thread):
 def at_home(trained, monkeypatch):
     monkeypatch.setenv("TLAB_HOME", str(trained[0]))
     return trained
-
-
-@pytest.fixture(scope="module")
-def digit_png(tmp_path_factory):
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    path = tmp_path_factory.mktemp("img") / "seven.png"
-    Image.fromarray(np.round(d.images[7] * (255 / 16)).astype(np.uint8), mode="L").resize((32, 32)).save(path)
-    return path
 
 
 @pytest.mark.slow
@@ -88,8 +77,6 @@ def test_bad_predict_input_is_one_line_exit_2_and_changes_nothing(at_home, tmp_p
     text = tmp_path / "notes.png"
     text.write_text("not a picture")
     bomb = tmp_path / "bomb.png"
-    from test_bad_input import bomb_png
-
     bomb.write_bytes(bomb_png())
     args = {"bad-id": ["--run", "../../etc", "--image", str(text)],
             "unknown-run": ["--run", "nosuchrun", "--image", str(text)],

@@ -84,7 +84,7 @@ def test_bad_ranges_are_refused():
 
 def test_find_lr_for_a_config_suggests_a_rate_for_the_form(one_thread):
     """The range test as the form's run would start (the page runs this same
-    function in a child process: tests/test_app_inspect.py)."""
+    function in a child process: tests/ui/test_app_inspect.py)."""
     result = lr_finder.find_lr(CFG, steps=40)
     assert result.suggestion is not None and 1e-6 < result.suggestion < 1.0
     assert result.lrs[0] == pytest.approx(1e-7) and len(result.lrs) == len(result.losses) == len(result.smoothed)

@@ -126,15 +126,9 @@ def test_unknown_run_is_a_clear_error():
 
 
 @pytest.fixture
-def tmpfs(tmp_path):
-    """A real small filesystem we can fill up or make read-only (needs root, as in CI)."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.skip(f"mounting a tmpfs needs root: {res.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+def tmpfs(mount_tmpfs):
+    """A real 512 KB filesystem we can fill up or make read-only (mounting needs root, as in CI)."""
+    return mount_tmpfs("512k")
 
 
 @pytest.mark.slow

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import io
 import os
-import struct
 import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import bomb_png
 from core import limits, paths
 from core.errors import ConfigError, DataError
 from core.insight import predict
@@ -23,28 +22,13 @@ from core.train import data
 from core.train.config import RunConfig
 from core.train.validate import validate
 
-
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    data._raw_cached.cache_clear()
-    yield
-    data._raw_cached.cache_clear()
+pytestmark = pytest.mark.usefixtures("fresh_raw_cache")
 
 
 def png(im: Image.Image, fmt: str = "PNG", **kw) -> bytes:
     buf = io.BytesIO()
     im.save(buf, fmt, **kw)
     return buf.getvalue()
-
-
-def _chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-
-
-def bomb_png(side: int = 50_000) -> bytes:
-    """A 100-byte PNG whose header claims side x side pixels (2.5 billion by default)."""
-    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 64)) + _chunk(b"IEND", b"")
 
 
 def animated_gif() -> bytes:

@@ -13,13 +13,7 @@ from core import paths
 from core.train import cache, data, distill, engine
 from core.train.config import RunConfig
 
-
-@pytest.fixture(autouse=True)
-def fresh_memory_cache():
-    """load_raw also caches in-process: clear it so each read is a new process's."""
-    data._raw_cached.cache_clear()
-    yield
-    data._raw_cached.cache_clear()
+pytestmark = pytest.mark.usefixtures("fresh_raw_cache")  # load_raw also caches in-process: each read is a new process's
 
 
 def _counting_digits(monkeypatch) -> list:

@@ -18,18 +18,9 @@ from core import paths
 from core.errors import ConfigError, DataError
 from core.train import data
 
-try:  # tests/ on sys.path (pytest's default "prepend" import mode)
-    import tv_fixtures as tvf
-except ImportError:  # tests/ is a package
-    from tests import tv_fixtures as tvf
+import tv_fixtures as tvf
 
-
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    """load_raw is cached per process; every test starts (and leaves) it empty."""
-    data._raw_cached.cache_clear()
-    yield
-    data._raw_cached.cache_clear()
+pytestmark = pytest.mark.usefixtures("fresh_raw_cache")  # load_raw is cached per process: each test starts (and leaves) it empty
 
 
 def _all(b: data.DataBundle) -> tuple[torch.Tensor, torch.Tensor]:

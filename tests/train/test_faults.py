@@ -89,15 +89,9 @@ def test_cuda_out_of_memory_fails_that_run_with_advice_and_the_worker_trains_the
 
 
 @pytest.fixture
-def small_fs(tmp_path):
-    """A real 48 MB filesystem (tmpfs; mounting needs root, as in CI) to fill up or make read-only."""
-    mnt = tmp_path / "small_fs"
-    mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.skip(f"mounting a tmpfs needs root: {res.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+def small_fs(mount_tmpfs):
+    """A real 48 MB filesystem to fill up or make read-only (mounting needs root, as in CI)."""
+    return mount_tmpfs("48m")
 
 
 def _fill(mnt: Path) -> None:

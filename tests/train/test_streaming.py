@@ -14,12 +14,7 @@ from PIL import Image
 from core.train import data, engine, events
 from core.train.config import RunConfig
 
-
-@pytest.fixture(autouse=True)
-def fresh_memory_cache():
-    data._raw_cached.cache_clear()
-    yield
-    data._raw_cached.cache_clear()
+pytestmark = pytest.mark.usefixtures("fresh_raw_cache")
 
 
 @pytest.fixture

@@ -7,10 +7,7 @@ import numpy as np
 import pytest
 from torchvision import datasets
 
-try:  # tests/ on sys.path (rootdir-less layout, pytest's default "prepend" import mode)
-    import tv_fixtures as tvf
-except ImportError:  # tests/ is a package
-    from tests import tv_fixtures as tvf
+import tv_fixtures as tvf
 
 
 def _assert_pixels_match(img, label, num_classes, tol=3.0):

@@ -9,7 +9,6 @@ import json
 import os
 import time
 
-import numpy as np
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
@@ -147,20 +146,10 @@ def test_compare_page_tables_both_runs_with_test_accuracy():
     assert len(at.get("plotly_chart")) >= 3
 
 
-def _digit_png(index: int) -> tuple[bytes, int]:
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    img = Image.fromarray(np.round(d.images[index] * 255 / 16).astype(np.uint8)).resize((64, 64), Image.NEAREST)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue(), int(d.target[index])
-
-
-def test_predict_page_gives_top5_per_model():
+def test_predict_page_gives_top5_per_model(digit_png):
     train_group(RunConfig(**TINY, name="p1"), RunConfig(**{**TINY, "seed": 1}, name="p2"))
     at = page("predict")
-    png, _ = _digit_png(5)
+    png = digit_png.read_bytes()
     at.file_uploader(key="predict_file").set_value(("digit.png", png, "image/png")).run()
     assert not at.exception, at.exception
     tables = at.table
