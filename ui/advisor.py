@@ -9,10 +9,10 @@ import streamlit as st
 
 from core.errors import TLabError
 from core.lessons import advisor
-from core.runs import experiments, jobs
+from core.runs import experiments
+from core.service import launching
 from core.train import backbones, strategies
 from core.train.config import RunConfig
-from core.train.validate import validate
 from ui import charts
 from ui.common import plain, store
 
@@ -77,9 +77,7 @@ def advisor_section(cfg: RunConfig, dataset_ready: bool) -> None:
                      help=f"Launches a strategy race with the budget above: {titles}."):
             try:
                 cfgs = experiments.race_configs(cfg.replace(backbone=advice["backbone"], weights=None), race)
-                for c in cfgs:
-                    validate(c)
-                _, ids = jobs.launch_group(cfgs, store=store(), kind=experiments.RACE)
+                _, ids = launching.launch(launching.prepare(cfgs, experiments.RACE), store())
             except TLabError as e:
                 st.error(plain(str(e)))
             else:

@@ -1,5 +1,5 @@
 """Page parts that look inside trained runs: Grad-CAM on Predict, mistakes
-and per-class metrics on Compare, the LR finder on Experiment. The Inspect
+and per-class metrics on Compare, the LR finder on Experiment (a background task). The Inspect
 page (views/inspect.py) uses the cached loaders here too. All computing is
 in core (explain, evaluate, embeddings, lr_finder, export)."""
 
@@ -167,34 +167,50 @@ def mistakes_section(runs: list[dict], label) -> None:
 # --- Experiment: the LR finder --------------------------------------------------------------------
 
 
+LR_TASK, LR_SETUP = "lr_finder_task", "lr_finder_setup"
+
+
 def _use_lr(key: str, value: float) -> None:
     st.session_state[key] = value  # a callback: runs before the widget is drawn again
 
 
 def lr_finder_section(cfg, lr_key: str, lr_bounds: tuple[float, float], problem: str | None) -> None:
-    """'Find a learning rate' before Launch: runs the range test in a child
-    process for the form's settings, draws loss vs LR, and a button that
-    writes the suggestion into the form's learning-rate field."""
-    from core.insight import lr_finder
+    """'Find a learning rate' before Launch: runs the range test for the form's
+    settings in a background task (never in this process), shows its progress
+    until it ends, then draws loss vs LR and a button that writes the
+    suggestion into the form's learning-rate field."""
+    from core.insight.lr_finder import STEPS, LRFinderResult
+    from core.runs import tasks
+    from core.service import launching
+    from ui.common import task_progress
 
-    with st.expander("Find a learning rate (LR range test)", expanded="lr_finder" in st.session_state):
+    task_id = st.session_state.get(LR_TASK)
+    running = bool(task_id) and tasks.get(task_id).state == "running"
+    with st.expander("Find a learning rate (LR range test)", expanded="lr_finder" in st.session_state or bool(task_id)):
         st.caption("A few hundred steps on a throw-away copy of this model while the LR grows exponentially; the "
                    "suggestion is where the smoothed loss falls fastest. Nothing is saved, the run is not started.")
         c1, c2 = st.columns([1, 2])
-        steps = c1.number_input("Steps", 10, 1000, lr_finder.STEPS, step=10, key="lr_finder_steps")
+        steps = c1.number_input("Steps", 10, 1000, STEPS, step=10, key="lr_finder_steps")
         setup = cfg.replace(lr=None, name="").to_json()
-        if c2.button("Run the LR finder", key="lr_finder_run", disabled=problem is not None,
+        if c2.button("Run the LR finder", key="lr_finder_run", disabled=problem is not None or running,
                      help=problem or "Uses the settings above (backbone, strategy, data, image and batch size)."):
             try:
-                with st.spinner(f"Trying learning rates over {int(steps)} steps…"):
-                    result = lr_finder.find_lr_in_subprocess(cfg, int(steps))
-                st.session_state["lr_finder"] = (setup, result.to_dict())
+                st.session_state[LR_TASK] = launching.start_lr_finder(cfg, int(steps)).id
+                st.session_state[LR_SETUP] = setup
             except TLabError as e:
                 st.error(plain(e))
-        if "lr_finder" not in st.session_state:
+            else:
+                st.rerun()  # a full run draws the button disabled and starts the progress fragment's timer
+        task_progress(LR_TASK, running, "Trying learning rates in the background…", "The LR finder failed:")
+        if task_id and not running and tasks.get(task_id).state == "finished":
+            found = tasks.get(task_id).output()
+            if found is not None:
+                st.session_state["lr_finder"] = (st.session_state.pop(LR_SETUP, None), found)
+                del st.session_state[LR_TASK]
+        if "lr_finder" not in st.session_state or running:
             return
         was_for, found = st.session_state["lr_finder"]
-        result = lr_finder.LRFinderResult.from_dict(found)
+        result = LRFinderResult.from_dict(found)
         current = st.session_state.get(lr_key)
         st.plotly_chart(charts.lr_finder_curve(result.lrs, result.losses, result.smoothed, result.suggestion, current),
                         width="stretch", key="lr_finder_chart", config=NO_BAR)

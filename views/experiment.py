@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
-import torch
 
 from core import paths
 from core.errors import TLabError
-from core.runs import experiments, jobs
-from core.train import backbones, data, distributed, strategies, weights
+from core.runs import experiments
+from core.service import forms, launching
+from core.train import backbones, data, strategies, weights
 from core.train.config import RunConfig
-from core.train.validate import validate
 from ui import charts, seeing
 from ui.advisor import advisor_section
 from ui.common import label, plain, plain_rows, store
@@ -52,12 +50,7 @@ with left:
         up = st.file_uploader("Weights file (.pt, .pth)", type=["pt", "pth", "bin"], key="weights_upload")
         if up is not None:
             try:
-                path = paths.save_upload("weights", up.name, up.getvalue())
-                with torch.device("meta"):
-                    probe = backbones.build(spec, 10, 32)
-                probe = probe.to_empty(device="cpu")
-                weights.load_file(spec, probe, path)
-                weights_file = str(path)
+                weights_file = forms.check_weights_file(backbone, up.name, up.getvalue())
                 st.success(f"{plain(up.name)} fits {spec.title}: training starts from it.")
             except TLabError as e:
                 st.error(plain(e))
@@ -85,16 +78,14 @@ with left:
 
     if dataset and dataset.startswith(data.FOLDER_PREFIX):
         try:
-            raw = data.load_raw(dataset, 64)
-            counts = np.bincount(raw.y.numpy(), minlength=len(raw.class_names))
-            st.write(f"**{len(raw.y)} images in {len(raw.class_names)} classes**"
-                     + (f"; {raw.skipped} unreadable file(s) skipped, e.g. {plain(raw.skipped_examples[0])}" if raw.skipped else ""))
+            folder_view = forms.preview_folder(dataset)
+            st.write(f"**{folder_view.images} images in {len(folder_view.class_names)} classes**"
+                     + (f"; {folder_view.skipped} unreadable file(s) skipped, e.g. {plain(folder_view.skipped_example)}"
+                        if folder_view.skipped else ""))
             with st.expander("Preview: a few images per class", expanded=True):
-                for c, name in enumerate(raw.class_names[:12]):
-                    idx = (raw.y == c).nonzero().flatten()[:8]
-                    imgs = [raw.x[i].permute(1, 2, 0).expand(-1, -1, 3).numpy() for i in idx]
+                for name, imgs in zip(folder_view.class_names, folder_view.samples):
                     st.image(imgs, caption=[plain(name) for _ in imgs], width=64)
-                st.table(plain_rows({"class": raw.class_names, "images": counts.tolist()}))
+                st.table(plain_rows({"class": folder_view.class_names, "images": folder_view.counts}))
         except TLabError as e:
             st.error(plain(e))
             dataset = None
@@ -121,14 +112,14 @@ with left:
                                      disabled=strategy != "gradual", help="Gradual: epochs between thawing one more group.")
     c1, c2 = st.columns(2)
     augment = c1.checkbox("Augment (flip, crop, colour)", DEFAULTS.augment, key="augment")
-    detected = "CUDA GPU" if torch.cuda.is_available() else "CPU only"
+    hw = forms.hardware()
+    detected = hw.detected
     device = c2.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="device", help=f"Detected here: {detected}.",
                           format_func=lambda d: f"auto ({detected})" if d == "auto" else d)
-    gpus = distributed.detected_gpus()
     c1, _ = st.columns(2)
-    processes = c1.number_input("Processes / GPUs", 1, 64, gpus, key="processes",
+    processes = c1.number_input("Processes / GPUs", 1, 64, hw.gpus, key="processes",
                                 help=f"Train one run over this many processes with DDP (torchrun), one per GPU; "
-                                     f"{gpus if torch.cuda.is_available() else 'no'} GPU(s) detected here. "
+                                     f"{hw.gpus if hw.cuda else 'no'} GPU(s) detected here. "
                                      "Batch size is the global batch, split evenly between them.")
     with_scratch = st.checkbox("Also train from scratch for comparison", True, key="with_scratch",
                                disabled=strategy == "scratch",
@@ -137,20 +128,19 @@ with left:
                                 help="Faster training steps after a slow start (compiling takes a minute or more): "
                                      "worth it on a GPU and for long runs, rarely for a short CPU run.")
 
-cfg = RunConfig(backbone=backbone, strategy=strategy, dataset=dataset or "digits", epochs=int(epochs),
-                image_size=int(image_size), batch_size=int(batch_size), lr=float(lr),
-                labels_per_class=int(labels) or None, seed=int(seed), device=device, augment=augment,
-                weights=weights_file, freeze_stages=int(freeze_stages), lr_decay=float(lr_decay),
-                unfreeze_every=int(unfreeze_every), processes=int(processes), compile=compile_model)
+cfg = forms.config_from(dict(backbone=backbone, strategy=strategy, dataset=dataset, epochs=int(epochs),
+                              image_size=int(image_size), batch_size=int(batch_size), lr=float(lr),
+                              labels_per_class=int(labels) or None, seed=int(seed), device=device, augment=augment,
+                              weights=weights_file, freeze_stages=int(freeze_stages), lr_decay=float(lr_decay),
+                              unfreeze_every=int(unfreeze_every), processes=int(processes), compile=compile_model))
 
 with right:
     advisor_section(cfg, dataset is not None)
     st.subheader("Layer map")
-    plan = None
+    preview = plan = None
     try:
-        with torch.device("meta"):
-            model = backbones.build(spec, 10, cfg.image_size)
-        plan = strategies.make_plan(spec, model, cfg, 0)
+        preview = forms.preview_plan(cfg)
+        plan = preview.plan
     except TLabError as e:
         st.error(plain(e))
     if plan is not None:
@@ -160,23 +150,21 @@ with right:
         m3.metric("Trainable share", f"{100 * plan.trainable_params / max(1, plan.total_params):.2f}%")
         st.plotly_chart(charts.layer_map(plan.group_table(), title=f"{spec.title} · {strategies.get(strategy).title}"),
                         width="stretch", key="layer_map_preview", config={"displayModeBar": False})
-        if strategy == "gradual":
-            thaw = [f"epoch {e + 1}: {strategies.make_plan(spec, model, cfg, e).trainable_params:,}"
-                    for e in [0, *strategies.change_epochs(cfg, cfg.epochs)]]
-            st.caption("Trainable parameters as groups thaw — " + "; ".join(thaw))
+        thaw = preview.thaw()
+        if len(thaw) > 1:
+            st.caption("Trainable parameters as groups thaw — " + "; ".join(f"epoch {e}: {n:,}" for e, n in thaw))
 
     st.subheader("What to run")
     mode = st.radio("Experiment", [SINGLE, RACE, SWEEP, DISTILL], key="mode", horizontal=True,
                     help="One run (with its scratch twin), a race of strategies, a labels-per-class sweep, "
                          "or a student distilled from a finished teacher run.")
     runs_to_launch: list[RunConfig] = []
-    kind, side_by_side, problem = "", False, None
+    kind, side_by_side, problem, batch = "", False, None, None
     if dataset is None:
         problem = "Choose your images first: upload a ZIP of class folders, or give a folder path."
     if mode == SINGLE:
-        twin = cfg.replace(strategy="scratch", weights=None, lr=None) if with_scratch and strategy != "scratch" else None
-        runs_to_launch = [cfg.replace(name="transfer" if twin else "")] + ([twin.replace(name="scratch twin")] if twin else [])
-        side_by_side = twin is not None and cfg.processes == 1  # several processes each: one run after the other
+        runs_to_launch, side_by_side = launching.with_scratch_twin(cfg, with_scratch)
+        twin = len(runs_to_launch) > 1
         summary = (f"{strategies.get(strategy).title} of {spec.title} on {data.get(cfg.dataset).title if dataset else '…'}, "
                    f"{cfg.epochs} epoch(s) at {cfg.image_size} px"
                    + (f" over {cfg.processes} processes (global batch {cfg.batch_size})" if cfg.processes > 1 else "")
@@ -231,9 +219,7 @@ with right:
             st.caption("The student trains on the teacher's dataset, split and budget.")
     if problem is None:
         try:
-            for c in runs_to_launch or [cfg]:
-                validate(c)
-                jobs.check_processes_fit(c)
+            batch = launching.prepare(runs_to_launch or [cfg], kind, side_by_side)
         except TLabError as e:
             problem = str(e)
     if problem:
@@ -242,7 +228,7 @@ with right:
     st.write(f"**Will train:** {plain(summary)}")
     if st.button("Launch", type="primary", key="launch", disabled=problem is not None, width="stretch"):
         try:
-            group, ids = jobs.launch_group(runs_to_launch, side_by_side=side_by_side, store=store(), kind=kind)
+            group, ids = launching.launch(batch, store())
         except TLabError as e:
             st.error(plain(e))
         else:

@@ -11,7 +11,7 @@ import streamlit as st
 
 from core.errors import TLabError
 from core.insight import embeddings, explain, export, predict
-from core.train import data
+from core.service import looking
 from ui import charts, seeing
 from ui.common import config_of, label, plain, store
 
@@ -34,20 +34,7 @@ start_name = "pretrained start" if cfg["strategy"] != "scratch" else "random sta
 
 @st.cache_data(show_spinner="Extracting features and projecting…", max_entries=16)
 def _embedding(run_id: str, mtime: float, method: str, max_points: int):
-    m = seeing.run_model(run_id)
-    split = data.run_split(m.config, "test")
-    idx = embeddings.subsample(split.y, max_points, int(m.config.get("seed", 0)))
-    x, y = split.x[idx], split.y[idx]
-    out = {"y": y.numpy(), "before_error": None}
-    try:
-        start = embeddings.initial_model(m.config, m.num_classes)
-    except TLabError as e:  # e.g. pretrained weights that can't be had here any more
-        start, out["before"], out["before_error"] = None, None, str(e)
-    for stage, model in (("before", start), ("after", m.model)):
-        if model is not None:
-            feats = embeddings.extract(model, m.spec, x)
-            out[stage] = (embeddings.project(feats, method, int(m.config.get("seed", 0))), embeddings.separation(feats, y))
-    return out
+    return looking.before_after(seeing.run_model(run_id), "test", method, max_points)
 
 
 @st.cache_resource(show_spinner="Rebuilding the starting weights…", max_entries=4)
@@ -79,17 +66,17 @@ with space:
     else:
         c1, c2 = st.columns(2)
         for col, stage, title in ((c1, "before", f"Before training ({start_name})"), (c2, "after", "After training")):
-            if emb[stage] is None:
-                col.warning(f"The starting weights can't be rebuilt: {plain(emb['before_error'])}")
+            if emb.stages[stage] is None:
+                col.warning(f"The starting weights can't be rebuilt: {plain(emb.before_error)}")
                 continue
-            xy, sep = emb[stage]
-            col.plotly_chart(charts.embedding_scatter(xy, emb["y"], loaded.class_names, title,
+            xy, sep = emb.stages[stage]
+            col.plotly_chart(charts.embedding_scatter(xy, emb.y, loaded.class_names, title,
                                                       f"class separation {sep:.1%} (nearest class centre)"),
                              width="stretch", key=f"inspect_emb_{stage}", config=seeing.NO_BAR)
-        if emb["before"] is not None:
+        if emb.stages["before"] is not None:
             with st.container(key="inspect_separation"):
                 st.write(f"Class separation (leave-one-out nearest class centre on the features): "
-                         f"**{emb['before'][1]:.1%}** before, **{emb['after'][1]:.1%}** after training.")
+                         f"**{emb.stages['before'][1]:.1%}** before, **{emb.stages['after'][1]:.1%}** after training.")
 
 with layers:
     st.caption("The first convolution's filters, each stretched to its own range. Pretrained early layers hold "

@@ -46,15 +46,11 @@ def cmd_strategies(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    import torch
-
-    from core.train import backbones, strategies
+    from core.service import forms
 
     cfg = run_config(args)
-    spec = backbones.get(cfg.backbone)
-    with torch.device("meta"):  # a plan needs shapes, not weights or memory
-        model = backbones.build(spec, args.num_classes, cfg.image_size)
-    plan = strategies.make_plan(spec, model, cfg, args.epoch - 1)
+    preview = forms.preview_plan(cfg, args.num_classes, args.epoch)
+    spec, plan = preview.spec, preview.plan
     if args.json:
         print(json.dumps({**plan.summary(), "groups": plan.group_table(), "modules": plan.rows()}, indent=2))
         return 0

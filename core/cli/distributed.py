@@ -10,7 +10,6 @@ import subprocess
 
 from core import paths
 from core.errors import ConfigError
-from core.train.config import RunConfig
 
 
 def under_torchrun() -> bool:
@@ -19,18 +18,16 @@ def under_torchrun() -> bool:
     return distributed.under_torchrun()
 
 
-def train_config(args, cfg: RunConfig) -> RunConfig:
-    """Under torchrun, the run's process count is torchrun's; --processes, if
-    given, must say the same."""
+def torchrun_processes(args) -> int | None:
+    """Under torchrun, the run's process count is torchrun's (None otherwise);
+    --processes, if given, must say the same."""
     if not under_torchrun():
-        return cfg
+        return None
     world = int(os.environ["WORLD_SIZE"])
     if args.processes and args.processes != world:
         raise ConfigError(f"torchrun started {world} processes but --processes says {args.processes}: "
                           "leave --processes out under torchrun, or make the two match.")
-    from core.train.validate import validate
-
-    return validate(cfg.replace(processes=world))
+    return world
 
 
 def train_with_torchrun(nproc: int, argv: list[str]) -> int:

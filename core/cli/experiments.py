@@ -27,8 +27,10 @@ def cmd_race(args) -> int:
     from core.runs import experiments
 
     names = [n.strip() for n in args.strategies.split(",") if n.strip()]
-    cfgs = experiments.race_configs(run_config(args), names)
-    group, ids = experiments.launch(experiments.RACE, cfgs)
+    from core.service import launching
+
+    cfgs = experiments.race_configs(run_config(args, check=False), names)
+    group, ids = launching.launch(launching.prepare(cfgs, experiments.RACE))
     print(f"race {group}: {len(ids)} runs queued ({', '.join(names)})", file=sys.stderr)
     rows = group_rows(experiments.wait_all(ids))
     if args.json:
@@ -43,8 +45,11 @@ def cmd_sweep(args) -> int:
     from core.runs.store import Store
 
     names = [n.strip() for n in args.strategies.split(",") if n.strip()]
-    cfgs = experiments.sweep_configs(run_config(args), names, experiments.parse_labels(args.labels), args.seeds, args.steps)
-    group, ids = experiments.launch(experiments.SWEEP, cfgs)
+    from core.service import launching
+
+    cfgs = experiments.sweep_configs(run_config(args, check=False), names, experiments.parse_labels(args.labels),
+                                     args.seeds, args.steps)
+    group, ids = launching.launch(launching.prepare(cfgs, experiments.SWEEP))
     print(f"sweep {group}: {len(ids)} runs queued", file=sys.stderr)
     rows = experiments.wait_all(ids)
     summary = experiments.summarise_sweep(Store().runs(group))
@@ -59,12 +64,13 @@ def cmd_sweep(args) -> int:
 def cmd_distill(args) -> int:
     from core.runs import experiments
     from core.runs.store import Store
+    from core.service import launching
     from core.train import distill
 
     store = Store()
     teacher = store.run(args.teacher)
     cfgs = experiments.distill_configs(teacher, args.student, args.temperature, args.alpha, args.epochs, args.image_size)
-    group, ids = experiments.launch(experiments.DISTILL, cfgs, store)
+    group, ids = launching.launch(launching.prepare(cfgs, experiments.DISTILL), store)
     print(f"distill {group}: student {args.student} with and without teacher {args.teacher}", file=sys.stderr)
     kd, alone = experiments.wait_all(ids, store)
     out = {"group_id": group}

@@ -173,19 +173,15 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_embed(args) -> int:
-    from core.insight import embeddings
-    from core.train import data
+    from core.service import looking
 
     loaded = _loaded(args.run)
-    split = data.run_split(loaded.config, args.split)
-    idx = embeddings.subsample(split.y, args.max_points, int(loaded.config.get("seed", 0)))
-    x, y = split.x[idx], split.y[idx]
-    start = embeddings.initial_model(loaded.config, loaded.num_classes)
-    out, rows = {}, []
-    for stage, model in (("before", start), ("after", loaded.model)):
-        feats = embeddings.extract(model, loaded.spec, x)
-        xy = embeddings.project(feats, args.method, int(loaded.config.get("seed", 0)))
-        out[stage] = embeddings.separation(feats, y)
+    emb = looking.before_after(loaded, args.split, args.method, args.max_points)
+    if emb.stages["before"] is None:
+        raise TLabError(emb.before_error)
+    y, out, rows = emb.y, {}, []
+    for stage, (xy, sep) in emb.stages.items():
+        out[stage] = sep
         rows += [{"stage": stage, "x": float(a), "y": float(b), "label": int(l), "class": loaded.class_names[int(l)]}
                  for (a, b), l in zip(xy.tolist(), y.tolist())]
     if args.out:
@@ -239,10 +235,10 @@ def cmd_feature_maps(args) -> int:
 
 def cmd_lr_find(args) -> int:
     from core.insight import lr_finder
+    from core.service import forms
     from core.train.config import RunConfig
-    from core.train.validate import validate
 
-    cfg = validate(RunConfig.from_json(args.config_json)) if args.config_json else run_config(args)
+    cfg = forms.checked(RunConfig.from_json(args.config_json)) if args.config_json else run_config(args)
     path = _output(args.out, "LR finder table") if args.out else None
     result = lr_finder.find_lr(cfg, args.steps, args.start_lr, args.end_lr)
     if path:

@@ -1,5 +1,5 @@
 """Options several commands share (the strategy's and the training run's) and
-the `RunConfig` they make, validated once here at the edge."""
+the `RunConfig` they make (through the service layer), validated once here at the edge."""
 
 from __future__ import annotations
 
@@ -47,20 +47,16 @@ def train_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--json", action="store_true")
 
 
-def run_config(args):
-    """The validated `RunConfig` of parsed strategy/training options."""
-    from core.train.config import RunConfig
-    from core.train.validate import validate
+# The options above that are RunConfig fields (lr-find's --steps is not the config's `steps`).
+CONFIG_OPTIONS = ("backbone", "strategy", "dataset", "epochs", "image_size", "batch_size", "lr", "weight_decay",
+                  "labels_per_class", "seed", "device", "augment", "weights", "freeze_stages", "lr_decay",
+                  "unfreeze_every", "name", "processes", "compile")
 
-    cfg = RunConfig(
-        backbone=args.backbone, strategy=args.strategy, dataset=getattr(args, "dataset", "digits"),
-        epochs=getattr(args, "epochs", 3), image_size=getattr(args, "image_size", 64),
-        batch_size=getattr(args, "batch_size", 32), lr=args.lr, weight_decay=getattr(args, "weight_decay", 1e-4),
-        labels_per_class=getattr(args, "labels_per_class", None), seed=getattr(args, "seed", 0),
-        device=getattr(args, "device", "auto"), augment=getattr(args, "augment", False),
-        weights=getattr(args, "weights", None), freeze_stages=args.freeze_stages,
-        lr_decay=args.lr_decay, unfreeze_every=args.unfreeze_every, name=getattr(args, "name", "") or "",
-        processes=getattr(args, "processes", None) or 1,
-        compile=getattr(args, "compile", False),
-    )
-    return validate(cfg)
+
+def run_config(args, check: bool = True, **overrides):
+    """The `RunConfig` of parsed strategy/training options (with `overrides`),
+    checked here at the edge unless the caller checks what it derives from it."""
+    from core.service import forms
+
+    cfg = forms.config_from({**{k: getattr(args, k) for k in CONFIG_OPTIONS if hasattr(args, k)}, **overrides})
+    return forms.checked(cfg) if check else cfg

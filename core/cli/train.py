@@ -46,7 +46,8 @@ def cmd_train(args) -> int:
     from core.cli import distributed
     from core.runs import jobs
 
-    cfg = distributed.train_config(args, run_config(args))
+    world = distributed.torchrun_processes(args)
+    cfg = run_config(args, **({"processes": world} if world else {}))
     if cfg.processes > 1 and not distributed.under_torchrun():
         return distributed.train_with_torchrun(cfg.processes, args.argv)
     row = jobs.run_foreground(cfg, listeners=(Progress(not args.no_progress),))
@@ -56,9 +57,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_launch(args) -> int:
-    from core.runs import jobs
+    from core.service import launching
 
-    run_id = jobs.launch(run_config(args))
+    run_id = launching.launch_one(run_config(args, check=False))
     print(json.dumps({"run_id": run_id, "status": "queued"}) if args.json else run_id)
     return 0
 

@@ -15,12 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import math
-import os
-import subprocess
-import sys
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -28,12 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core import paths
-from core.errors import ConfigError, TLabError
+from core.errors import ConfigError
 from core.train import backbones, data, strategies
 from core.train.backbones import BackboneSpec
 from core.train.config import RunConfig
-from core.train.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +149,8 @@ def range_test(model: nn.Module, spec: BackboneSpec, optimizer: torch.optim.Opti
 def find_lr(cfg: RunConfig, steps: int = STEPS, start_lr: float = START_LR, end_lr: float = END_LR) -> LRFinderResult:
     """The range test for a run as configured: the same data (training
     split), model, frozen layers, BatchNorm modes and optimizer as its first
-    epoch would have. Nothing is saved."""
-    cfg = validate(cfg)
+    epoch would have. Nothing is saved. The caller checked `cfg` (pages start
+    this through core.service.launching.start_lr_finder, in a background task)."""
     from core.train.engine import resolve_device
 
     spec = backbones.get(cfg.backbone)
@@ -174,24 +168,3 @@ def find_lr(cfg: RunConfig, steps: int = STEPS, start_lr: float = START_LR, end_
                    "image_size": cfg.image_size, "batch_size": cfg.batch_size, "device": str(device),
                    "train_images": len(bundle.train), "current_lr": strategies.base_lr(cfg)}
     return result
-
-
-def find_lr_in_subprocess(cfg: RunConfig, steps: int = STEPS, start_lr: float = START_LR, end_lr: float = END_LR,
-                          timeout: float = 900) -> LRFinderResult:
-    """`find_lr` in a child process (`python -m core lr-find --json`), so a
-    page never trains in its own process: a crash or out-of-memory there
-    can't take the dashboard down. The config is checked here first."""
-    cfg = validate(cfg)
-    root = paths.SOURCE_ROOT
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-    cmd = [sys.executable, "-m", "core", "lr-find", "--config-json", cfg.to_json(), "--steps", str(steps),
-           "--start-lr", repr(start_lr), "--end-lr", repr(end_lr), "--json"]
-    try:
-        proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise TLabError(f"The LR finder took more than {timeout:.0f}s: use fewer steps or a smaller image size.") from None
-    if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        msg = next((ln[len("error: "):] for ln in reversed(lines) if ln.startswith("error: ")), lines[-1] if lines else "")
-        raise TLabError(f"The LR finder failed: {msg or f'exit code {proc.returncode}'}")
-    return LRFinderResult.from_dict(json.loads(proc.stdout))

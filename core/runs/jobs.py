@@ -56,9 +56,8 @@ def check_processes_fit(cfg: RunConfig) -> None:
 
 def launch(cfg: RunConfig, store: Store | None = None, group_id: str | None = None,
            side_by_side: bool = False, start_worker: bool = True, kind: str = "") -> str:
-    """Queue one run; returns its id at once."""
-    validate(cfg)
-    check_processes_fit(cfg)
+    """Queue one run; returns its id at once. The caller checked the config
+    (core.service.launching.prepare); the worker checks it again before training."""
     store = store or Store()
     run_id = store.add_run(cfg.to_json(), cfg.name, group_id, "queued", side_by_side=side_by_side, kind=kind)
     if start_worker:
@@ -69,10 +68,8 @@ def launch(cfg: RunConfig, store: Store | None = None, group_id: str | None = No
 def launch_group(cfgs: Sequence[RunConfig], side_by_side: bool = False, store: Store | None = None,
                  kind: str = "") -> tuple[str, list[str]]:
     """Queue several runs under one group id (transfer vs scratch, races, sweeps);
-    `kind` says which question the group answers. All configs are validated
-    before any is queued."""
-    for cfg in cfgs:
-        validate(cfg)
+    `kind` says which question the group answers. The caller checked the
+    configs, all of them before any is queued (core.service.launching.prepare)."""
     store = store or Store()
     group_id = new_group_id()
     ids = [launch(c, store, group_id, side_by_side, start_worker=False, kind=kind) for c in cfgs]
@@ -193,7 +190,7 @@ def execute(store: Store | None, run_id: str, listeners: tuple = (), ctx=None) -
     cfg = None
     try:
         config_json, resume = ctx.broadcast((store.run(run_id)["config"], ckpt.exists()) if main else None)
-        cfg = RunConfig.from_json(config_json)
+        cfg = validate(RunConfig.from_json(config_json))  # the worker's own check: the registries here and now
         resume_from = ckpt if resume else None  # the listener drops metrics past it
         trainer = engine.Trainer(cfg, run_dir, run_id, (StoreListener(store, run_id), *listeners) if main else (),
                                  _CancelPoll(store, run_id) if main else None, ctx)
@@ -261,10 +258,9 @@ def _end_after_error(store: Store | None, run_id: str, cfg: RunConfig | None, e:
 def run_foreground(cfg: RunConfig, listeners: tuple = (), store: Store | None = None) -> dict | None:
     """`python -m core train`: train here and now, recorded in the store like any
     run. Under torchrun, one process of the run: rank 0 records it and returns
-    its row, the other processes return None."""
+    its row, the other processes return None. The caller checked `cfg`."""
     from core.train import distributed
 
-    validate(cfg)
     ctx = distributed.init(cfg.device)
     if ctx.enabled:
         return _run_as_rank(cfg, listeners, store, ctx)

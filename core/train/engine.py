@@ -28,7 +28,6 @@ from core.train.distributed import SINGLE, Dist
 from core.train.events import (EpochEnd, Event, LayerStats, Listener, Note, PlanChange, RunEnd, RunResult, RunStart,
                                Step, new_run_id)
 from core.train.strategies import LayerPlan
-from core.train.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +137,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: Path, run_id: str | None = None,
                  listeners: tuple[Listener, ...] = (), should_stop: Callable[[], bool] | None = None,
                  dist: Dist = SINGLE):
-        self.cfg = validate(cfg)
+        self.cfg = cfg  # checked by the caller (the worker: core.runs.jobs.execute)
         self.dist = dist  # the other processes of this run, if any: see core/train/distributed.py
         self.run_id = run_id or new_run_id()
         self.run_dir = Path(run_dir)

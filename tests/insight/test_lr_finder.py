@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from core.cli import main as cli
 from core.errors import ConfigError
 from core.insight import lr_finder
+from core.service import launching
 from core.train import backbones, data, strategies
 from core.train.config import RunConfig
 
@@ -84,14 +85,14 @@ def test_bad_ranges_are_refused():
 
 def test_find_lr_for_a_config_suggests_a_rate_for_the_form(one_thread):
     """The range test as the form's run would start (the page runs this same
-    function in a child process: tests/ui/test_app_inspect.py)."""
+    function in a background task: tests/ui/test_app_inspect.py)."""
     result = lr_finder.find_lr(CFG, steps=40)
     assert result.suggestion is not None and 1e-6 < result.suggestion < 1.0
     assert result.lrs[0] == pytest.approx(1e-7) and len(result.lrs) == len(result.losses) == len(result.smoothed)
     assert result.meta["train_images"] > 1000 and result.meta["device"] == "cpu"
     assert min(result.smoothed) < result.smoothed[0] - 0.3  # the loss really fell somewhere in the range
-    with pytest.raises(ConfigError, match="Unknown backbone"):  # checked before a child process starts
-        lr_finder.find_lr_in_subprocess(CFG.replace(backbone="nope"), steps=10)
+    with pytest.raises(ConfigError, match="Unknown backbone"):  # checked before a background task starts
+        launching.start_lr_finder(CFG.replace(backbone="nope"), steps=10)
 
 
 def test_cli_lr_find_prints_a_learning_rate(isolated_home, capsys, one_thread):

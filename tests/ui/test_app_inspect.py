@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import paths
 from core.insight import evaluate
+from core.runs import tasks
 from core.runs.store import Store
 from core.train import backbones, engine
 from helpers import ROOT
@@ -149,6 +151,13 @@ def test_lr_finder_fills_the_experiment_form(monkeypatch):
     before = at.number_input(key="lr_scratch").value
     at.button(key="lr_finder_run").click().run()
     assert not at.exception, at.exception
+    task = tasks.get(at.session_state["lr_finder_task"])  # a background task: the page stays responsive
+    assert at.button(key="lr_finder_run").disabled and task.state == "running"
+    deadline = time.monotonic() + TIMEOUT
+    while task.state == "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert task.state == "finished", task.error()
+    at.run()  # in a browser the progress fragment's timer reruns the page when the task ends
     assert any(json.loads(c.proto.spec)["layout"]["title"]["text"] == "Learning-rate finder" for c in at.get("plotly_chart"))
     use = at.button(key="lr_finder_use")
     suggested = float(use.label.split("(")[1].rstrip(")"))

@@ -1,0 +1,103 @@
+"""What a config means before anything trains: built from a mapping, checked
+once, its layer plan previewed, the weights file it names checked, the folder
+of images it names described."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from core import paths
+from core.train import backbones, data, distributed, strategies, weights
+from core.train.config import RunConfig
+from core.train.strategies import LayerPlan
+from core.train.validate import validate
+
+
+def config_from(values: Mapping[str, object]) -> RunConfig:
+    """A RunConfig from a mapping of its fields (a page's form, the CLI's
+    options); a value of None means the field's default. Not checked here:
+    `checked` does that, once, at the entry point."""
+    return RunConfig.from_dict({k: v for k, v in values.items() if v is not None})
+
+
+def checked(cfg: RunConfig) -> RunConfig:
+    """The config checked against the registries (backbone, strategy, dataset,
+    weights to transfer) and its own ranges; a ConfigError says what to change."""
+    return validate(cfg)
+
+
+@dataclass
+class PlanPreview:
+    """A config's layer plan, built on the meta device (shapes, no weights, no memory)."""
+
+    cfg: RunConfig
+    spec: backbones.BackboneSpec
+    model: torch.nn.Module = field(repr=False)
+    plan: LayerPlan
+
+    def thaw(self) -> list[tuple[int, int]]:
+        """(epoch, trainable parameters) at the first epoch and at every epoch where the plan changes."""
+        return [(e + 1, strategies.make_plan(self.spec, self.model, self.cfg, e).trainable_params)
+                for e in [0, *strategies.change_epochs(self.cfg, self.cfg.epochs)]]
+
+
+def preview_plan(cfg: RunConfig, num_classes: int = 10, epoch: int = 1) -> PlanPreview:
+    """Which layers the config trains at `epoch` (1-based), with their groups and LRs. Raises TLabError."""
+    spec = backbones.get(cfg.backbone)
+    with torch.device("meta"):  # a plan needs shapes, not weights or memory
+        model = backbones.build(spec, num_classes, cfg.image_size)
+    return PlanPreview(cfg, spec, model, strategies.make_plan(spec, model, cfg, epoch - 1))
+
+
+def check_weights_file(backbone: str, name: str, content: bytes) -> str:
+    """Keep an uploaded weights file in the data folder if it fits the
+    backbone; returns its path for `RunConfig.weights`. Raises TLabError
+    saying why it does not fit."""
+    path = paths.save_upload("weights", name, content)
+    spec = backbones.get(backbone)
+    with torch.device("meta"):
+        probe = backbones.build(spec, 10, 32)
+    weights.load_file(spec, probe.to_empty(device="cpu"), path)
+    return str(path)
+
+
+@dataclass
+class Hardware:
+    cuda: bool
+    gpus: int
+
+    @property
+    def detected(self) -> str:
+        return "CUDA GPU" if self.cuda else "CPU only"
+
+
+def hardware() -> Hardware:
+    """What this machine trains on, for the form's device and process fields."""
+    return Hardware(torch.cuda.is_available(), distributed.detected_gpus())
+
+
+@dataclass
+class FolderPreview:
+    images: int
+    class_names: list[str]
+    counts: list[int]
+    skipped: int
+    skipped_example: str
+    samples: list[list[np.ndarray]]  # per class (at most `classes`), a few HxWx3 images
+
+
+def preview_folder(dataset: str, classes: int = 12, per_class: int = 8, size: int = 64) -> FolderPreview:
+    """A user's folder or ZIP of class folders: how many images per class, and
+    a few of each. Raises TLabError for a folder that can't be used."""
+    raw = data.load_raw(dataset, size)
+    counts = np.bincount(raw.y.numpy(), minlength=len(raw.class_names))
+    samples = []
+    for c in range(min(classes, len(raw.class_names))):
+        idx = (raw.y == c).nonzero().flatten()[:per_class]
+        samples.append([raw.x[i].permute(1, 2, 0).expand(-1, -1, 3).numpy() for i in idx])
+    return FolderPreview(len(raw.y), list(raw.class_names), counts.tolist(), raw.skipped,
+                         raw.skipped_examples[0] if raw.skipped else "", samples)

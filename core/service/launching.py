@@ -1,0 +1,66 @@
+"""Runs made and queued: a run and its from-scratch twin, a group of runs
+checked once at this entry point (the worker checks each again in its own
+process), and the LR finder as a background task."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from core.runs import jobs, tasks
+from core.runs.store import Store
+from core.train import strategies
+from core.train.config import RunConfig
+from core.train.validate import validate
+
+SCRATCH = "scratch"
+
+
+def with_scratch_twin(cfg: RunConfig, twin: bool = True) -> tuple[list[RunConfig], bool]:
+    """The run and, when it starts from pretrained weights and `twin` is asked
+    for, the same run from random weights (same data, budget and seed; the
+    scratch strategy's own LR), named so the Live page tells them apart. Also
+    whether they train side by side: runs over several processes each go one
+    after the other."""
+    if not twin or not strategies.get(cfg.strategy).pretrained:
+        return [cfg], False
+    return ([cfg.replace(name="transfer"), cfg.replace(strategy=SCRATCH, weights=None, lr=None, name="scratch twin")],
+            cfg.processes == 1)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Runs checked at the entry point, ready to be queued as one group."""
+
+    configs: tuple[RunConfig, ...]
+    kind: str = ""
+    side_by_side: bool = False
+
+
+def prepare(cfgs: Sequence[RunConfig], kind: str = "", side_by_side: bool = False) -> Batch:
+    """Check every run (registries, ranges, and whether this machine has the
+    GPUs its processes need) before any is queued. Raises TLabError."""
+    for c in cfgs:
+        validate(c)
+        jobs.check_processes_fit(c)
+    return Batch(tuple(cfgs), kind, side_by_side)
+
+
+def launch(batch: Batch, store: Store | None = None) -> tuple[str, list[str]]:
+    """Queue a prepared group and make sure workers are alive: (group id, run ids)."""
+    return jobs.launch_group(batch.configs, side_by_side=batch.side_by_side, store=store, kind=batch.kind)
+
+
+def launch_one(cfg: RunConfig, store: Store | None = None) -> str:
+    """Check and queue one run on its own; its id."""
+    prepare([cfg])
+    return jobs.launch(cfg, store)
+
+
+def start_lr_finder(cfg: RunConfig, steps: int) -> tasks.Task:
+    """The LR range test for the config, in a background task (never in the
+    page's process); its --json output is an `LRFinderResult` dict. The
+    config is checked here first, so a bad one fails before a process starts."""
+    validate(cfg)
+    return tasks.start(["lr-find", "--config-json", cfg.to_json(), "--steps", str(int(steps)),
+                        "--json"])
