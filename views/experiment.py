@@ -40,10 +40,11 @@ with left:
     strat_names = list(strategies.REGISTRY)
     strategy = st.selectbox("Strategy", strat_names, index=strat_names.index(DEFAULTS.strategy), key="strategy",
                             format_func=lambda n: strategies.get(n).title)
-    st.caption(strategies.get(strategy).description)
+    chosen = strategies.get(strategy)
+    st.caption(chosen.description)
 
     weights_file = None
-    if availability[backbone] == "download" and strategy != "scratch":
+    if availability[backbone] == "download" and chosen.pretrained:
         st.info(f"{spec.title}'s ImageNet weights are not cached here: they download on first use when a network "
                 f"is there. Offline, put `{weights.expected_file(spec).name}` in `{weights.cache_dir()}` or upload "
                 "a weights file (a PyTorch state dict).")
@@ -105,11 +106,11 @@ with left:
     c1, c2, c3 = st.columns(3)
     n_body = len(spec.groups) - 2
     freeze_stages = c1.number_input("Freeze stages", 0, n_body, min(DEFAULTS.freeze_stages, n_body), key=f"freeze_stages_{backbone}",
-                                    disabled=strategy != "partial", help="Partial: the stem and this many stages stay frozen.")
+                                    disabled="freeze_stages" not in chosen.uses, help="Partial: the stem and this many stages stay frozen.")
     lr_decay = c2.number_input("LR decay per group", 0.01, 1.0, DEFAULTS.lr_decay, key="lr_decay",
-                               disabled=strategy != "discriminative", help="Discriminative: LR factor from one group to the one below.")
+                               disabled="lr_decay" not in chosen.uses, help="Discriminative: LR factor from one group to the one below.")
     unfreeze_every = c3.number_input("Unfreeze every (epochs)", 1, 100, DEFAULTS.unfreeze_every, key="unfreeze_every",
-                                     disabled=strategy != "gradual", help="Gradual: epochs between thawing one more group.")
+                                     disabled="unfreeze_every" not in chosen.uses, help="Gradual: epochs between thawing one more group.")
     c1, c2 = st.columns(2)
     augment = c1.checkbox("Augment (flip, crop, colour)", DEFAULTS.augment, key="augment")
     hw = forms.hardware()
@@ -122,7 +123,7 @@ with left:
                                      f"{hw.gpus if hw.cuda else 'no'} GPU(s) detected here. "
                                      "Batch size is the global batch, split evenly between them.")
     with_scratch = st.checkbox("Also train from scratch for comparison", True, key="with_scratch",
-                               disabled=strategy == "scratch",
+                               disabled=not chosen.pretrained,
                                help="A twin with random weights, same data and budget, in the same group.")
     compile_model = st.checkbox("Compile the model (torch.compile)", DEFAULTS.compile, key="compile",
                                 help="Faster training steps after a slow start (compiling takes a minute or more): "
@@ -172,7 +173,7 @@ with right:
                       if twin else "."))
     elif mode == RACE:
         kind = experiments.RACE
-        picked = st.multiselect("Strategies in the race", strat_names, default=["feature_extraction", "full", "scratch"],
+        picked = st.multiselect("Strategies in the race", strat_names, default=strategies.race(),
                                 format_func=lambda n: strategies.get(n).title, key="race_strategies")
         summary = f"{len(picked)} strategies on {spec.title}, same data, budget and seed, one after the other."
         try:
@@ -181,7 +182,7 @@ with right:
             problem = problem or str(e)
     elif mode == SWEEP:
         kind = experiments.SWEEP
-        picked = st.multiselect("Strategies", strat_names, default=[strategy, "scratch"] if strategy != "scratch" else ["full", "scratch"],
+        picked = st.multiselect("Strategies", strat_names, default=[strategy if chosen.pretrained else DEFAULTS.strategy, strategies.baseline().name],
                                 format_func=lambda n: strategies.get(n).title, key="sweep_strategies")
         labels_pick = st.multiselect("Labels per class", ["1", "5", "10", "25", "50", "all"], default=["1", "5", "10", "all"],
                                      key="sweep_labels")

@@ -12,6 +12,7 @@ import streamlit as st
 from core.errors import TLabError
 from core.insight import embeddings, explain, export, predict
 from core.service import looking
+from core.train import strategies
 from ui import charts, seeing
 from ui.common import config_of, label, plain, store
 
@@ -29,7 +30,8 @@ except TLabError as e:
     st.error(plain(e))
     st.stop()
 cfg = config_of(row)
-start_name = "pretrained start" if cfg["strategy"] != "scratch" else "random start"
+pretrained = strategies.get(cfg["strategy"]).pretrained
+start_name = "pretrained start" if pretrained else "random start"
 
 
 @st.cache_data(show_spinner="Extracting features and projecting…", max_entries=16)
@@ -96,8 +98,8 @@ with layers:
         if conv.out_channels > explain.MAX_FILTERS:
             st.caption(f"The first {explain.MAX_FILTERS} of {conv.out_channels} filters.")
     twins = [r for r in s.runs(row["group_id"]).to_dict("records")
-             if r["id"] != run_id and r["status"] == "finished" and r["strategy"] == "scratch"
-             and r["backbone"] == cfg["backbone"]] if conv_name and cfg["strategy"] != "scratch" else []
+             if r["id"] != run_id and r["status"] == "finished" and r["strategy"] == strategies.baseline().name
+             and r["backbone"] == cfg["backbone"]] if conv_name and pretrained else []
     if twins:
         try:
             pictures.append(("scratch twin, after training", explain.first_conv_filters(seeing.run_model(twins[0]["id"]).model)[1]))
@@ -108,7 +110,7 @@ with layers:
             cols = st.columns(len(pictures))
             for col, (title, pic) in zip(cols, pictures):
                 col.image(pic, caption=f"{title} · {conv_name}", width="stretch")
-        if conv_name and not twins and cfg["strategy"] != "scratch":
+        if conv_name and not twins and pretrained:
             st.caption("This run's group has no finished scratch twin to compare with.")
 
 with maps:

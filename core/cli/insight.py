@@ -201,10 +201,11 @@ def cmd_embed(args) -> int:
 
 def cmd_filters(args) -> int:
     from core.insight import embeddings, explain
+    from core.train import strategies
 
     loaded = _loaded(args.run)
     start = embeddings.initial_model(loaded.config, loaded.num_classes)
-    pretrained = loaded.config.get("strategy") != "scratch"
+    pretrained = strategies.get(str(loaded.config.get("strategy"))).pretrained
     layer, before = explain.first_conv_filters(start)
     _, after = explain.first_conv_filters(loaded.model)
     panels = [("pretrained start" if pretrained else "random start", before), ("after training", after)]

@@ -23,6 +23,7 @@ from torch import nn
 from core.errors import ConfigError
 from core.train import backbones, data, strategies
 from core.train.backbones import BackboneSpec
+from core.train.config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def initial_model(config: dict, num_classes: int) -> nn.Module:
     does this, without touching the caller's random state. Raises
     WeightsUnavailable when the pretrained weights can't be had here."""
     spec = backbones.get(str(config["backbone"]))
-    pretrained = strategies.get(str(config.get("strategy", "full"))).pretrained
+    pretrained = strategies.get(str(config.get("strategy", RunConfig().strategy))).pretrained
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(config.get("seed", 0)))
         model = backbones.create_model(spec, num_classes, int(config["image_size"]), pretrained, config.get("weights"))

@@ -49,7 +49,7 @@ def distill_configs(teacher_run: dict, student: str, temperature: float, alpha: 
         raise ConfigError(f"Teacher run {teacher_run['id']} is {teacher_run['status']}: pick a finished run.")
     t = RunConfig.from_json(teacher_run["config"])
     spec = backbones.get(student)
-    strategy = "full" if spec.has_pretrained else "scratch"
+    strategy = RunConfig().strategy if spec.has_pretrained else strategies.baseline().name
     base = RunConfig(backbone=student, strategy=strategy, dataset=t.dataset, epochs=epochs or t.epochs,
                      image_size=image_size or t.image_size, batch_size=t.batch_size, seed=t.seed,
                      labels_per_class=t.labels_per_class, device=t.device, augment=t.augment,

@@ -13,9 +13,6 @@ from core.train import strategies
 from core.train.config import RunConfig
 from core.train.validate import validate
 
-SCRATCH = "scratch"
-
-
 def with_scratch_twin(cfg: RunConfig, twin: bool = True) -> tuple[list[RunConfig], bool]:
     """The run and, when it starts from pretrained weights and `twin` is asked
     for, the same run from random weights (same data, budget and seed; the
@@ -24,7 +21,7 @@ def with_scratch_twin(cfg: RunConfig, twin: bool = True) -> tuple[list[RunConfig
     after the other."""
     if not twin or not strategies.get(cfg.strategy).pretrained:
         return [cfg], False
-    return ([cfg.replace(name="transfer"), cfg.replace(strategy=SCRATCH, weights=None, lr=None, name="scratch twin")],
+    return ([cfg.replace(name="transfer"), cfg.replace(strategy=strategies.baseline().name, weights=None, lr=None, name="scratch twin")],
             cfg.processes == 1)
 
 

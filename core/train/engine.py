@@ -323,7 +323,7 @@ class Trainer:
             if isinstance(split.x, torch.Tensor):
                 split.x, split.y = split.x.to(self.device), split.y.to(self.device)
 
-        use_cache = FEATURE_CACHE and cfg.strategy == "feature_extraction" and not cfg.augment
+        use_cache = FEATURE_CACHE and self.strategy.feature_cache and not cfg.augment
         head = model.get_submodule(spec.head)
         if use_cache:
             t0 = time.perf_counter()

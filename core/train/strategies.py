@@ -1,13 +1,22 @@
 """Strategies: how much of a pretrained backbone trains, and how fast.
 
-A strategy turns (backbone, config, epoch) into a `LayerPlan`: every module
-with parameters, its layer group, whether it is frozen and its learning rate.
-The engine applies the plan; the UI draws it. Freezing is data.
+A strategy is one object that answers everything about itself, in the spirit
+of Lightning's `BaseFinetuning`: which layer groups train at an epoch, each
+group's learning rate, at which epochs that changes, which config knobs it
+reads, whether it starts from pretrained weights, whether the engine may cache
+the frozen backbone's features, and its colour on every chart. Adding a
+strategy is one entry in `REGISTRY`; nothing outside this file tests a
+strategy's name.
+
+The strategy turns (backbone, config, epoch) into a `LayerPlan`: every module
+with parameters, its layer group, whether it is frozen and its learning rate
+(0.0 when frozen). The engine applies the plan; the UI draws it. Freezing is data.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -17,31 +26,101 @@ from core.train import backbones
 from core.train.backbones import BackboneSpec, group_of_parameters
 from core.train.config import RunConfig
 
+# The config knobs a strategy may read besides the learning rate; a page
+# enables only the widgets of the strategy's `uses`.
+KNOBS = ("freeze_stages", "lr_decay", "unfreeze_every")
+
+
+# --- the pieces strategies are made of ----------------------------------------
+# `trains(groups, cfg, epoch)`: the groups (forward order) that train at a 0-based epoch.
+
+
+def all_groups(groups: Sequence[str], cfg: RunConfig, epoch: int) -> set[str]:
+    return set(groups)
+
+
+def head_only(groups: Sequence[str], cfg: RunConfig, epoch: int) -> set[str]:
+    return set(groups[-1:])
+
+
+def after_frozen_stages(groups: Sequence[str], cfg: RunConfig, epoch: int) -> set[str]:
+    """The stem and `freeze_stages` body groups stay frozen; the head always trains."""
+    return set(groups[min(1 + cfg.freeze_stages, len(groups) - 1):])
+
+
+def thawing_head_down(groups: Sequence[str], cfg: RunConfig, epoch: int) -> set[str]:
+    """The head, then one more group (head-down) every `unfreeze_every` epochs."""
+    count = min(len(groups), 1 + epoch // cfg.unfreeze_every)
+    return set(groups[len(groups) - count:])
+
+
+# `lr_factor(depth, cfg)`: a group's LR as a multiple of the base LR; depth 0 is the head.
+
+
+def same_lr(depth: int, cfg: RunConfig) -> float:
+    return 1.0
+
+
+def decaying_lr(depth: int, cfg: RunConfig) -> float:
+    return cfg.lr_decay**depth
+
+
+# `changes(cfg, epochs)`: the 0-based epochs after 0 at which the plan changes.
+
+
+def never(cfg: RunConfig, epochs: int) -> list[int]:
+    return []
+
+
+def every_unfreeze(cfg: RunConfig, epochs: int) -> list[int]:
+    return [e for e in range(1, epochs) if e % cfg.unfreeze_every == 0]
+
 
 @dataclass(frozen=True)
 class Strategy:
     name: str
     title: str
     default_lr: float
-    pretrained: bool
+    pretrained: bool  # False: random initialisation, the baseline transfer is measured against
     description: str
+    colour: str  # on every chart, so the same strategy looks the same on every page
+    uses: tuple[str, ...] = ()  # which of KNOBS it reads
+    feature_cache: bool = False  # the backbone never trains: its features can be computed once
+    in_race: bool = False  # one of the Experiment page's default strategy race
+    trains: Callable[[Sequence[str], RunConfig, int], set[str]] = all_groups
+    lr_factor: Callable[[int, RunConfig], float] = same_lr
+    changes: Callable[[RunConfig, int], list[int]] = never
+
+    def settings(self, groups: Sequence[str], cfg: RunConfig, epoch: int = 0) -> dict[str, tuple[bool, float]]:
+        """Layer group -> (frozen, lr) at a 0-based epoch; a frozen group's lr is 0.0."""
+        lr = cfg.lr if cfg.lr is not None else self.default_lr
+        trainable = self.trains(groups, cfg, epoch)
+        n = len(groups)
+        return {g: (False, lr * self.lr_factor(n - 1 - i, cfg)) if g in trainable else (True, 0.0)
+                for i, g in enumerate(groups)}
 
 
 REGISTRY: dict[str, Strategy] = {
     s.name: s
     for s in [
         Strategy("feature_extraction", "Feature extraction", 3e-2, True,
-                 "Backbone frozen (BatchNorm in eval mode); only a new head trains. Cheapest; best with little data similar to ImageNet."),
+                 "Backbone frozen (BatchNorm in eval mode); only a new head trains. Cheapest; best with little data similar to ImageNet.",
+                 "#1F6FB2", feature_cache=True, in_race=True, trains=head_only),  # blue
         Strategy("partial", "Partial fine-tuning", 1e-3, True,
-                 "The stem and the first K stages stay frozen (generic edges and textures); later stages and the head train."),
+                 "The stem and the first K stages stay frozen (generic edges and textures); later stages and the head train.",
+                 "#1A9E77", uses=("freeze_stages",), trains=after_frozen_stages),  # teal green
         Strategy("full", "Full fine-tuning", 1e-3, True,
-                 "Everything trains from the pretrained weights, at a low learning rate."),
+                 "Everything trains from the pretrained weights, at a low learning rate.",
+                 "#7B3FA0", in_race=True),  # purple
         Strategy("discriminative", "Discriminative LRs", 2e-3, True,
-                 "Everything trains; the LR shrinks by the decay factor per group from the head down to the stem."),
+                 "Everything trains; the LR shrinks by the decay factor per group from the head down to the stem.",
+                 "#D1478F", uses=("lr_decay",), lr_factor=decaying_lr),  # magenta
         Strategy("gradual", "Gradual unfreezing", 1e-3, True,
-                 "Starts with only the head training and unfreezes one more group, head-down, every few epochs (ULMFiT)."),
+                 "Starts with only the head training and unfreezes one more group, head-down, every few epochs (ULMFiT).",
+                 "#C0392B", uses=("unfreeze_every",), trains=thawing_head_down, changes=every_unfreeze),  # brick red
         Strategy("scratch", "From scratch", 2e-3, False,
-                 "Random initialisation, everything trains: the baseline that shows what pretraining buys."),
+                 "Random initialisation, everything trains: the baseline that shows what pretraining buys.",
+                 "#8C7B70", in_race=True),  # warm grey: the baseline, always the same
     ]
 }
 
@@ -53,32 +132,23 @@ def get(name: str) -> Strategy:
         raise ConfigError(f"Unknown strategy {name!r}. Choose one of: {', '.join(REGISTRY)}.") from None
 
 
+def baseline() -> Strategy:
+    """The from-scratch strategy: the one that does not start pretrained."""
+    return next(s for s in REGISTRY.values() if not s.pretrained)
+
+
+def race() -> list[str]:
+    """The strategies of the default race, in registry order."""
+    return [s.name for s in REGISTRY.values() if s.in_race]
+
+
 def base_lr(cfg: RunConfig) -> float:
     return cfg.lr if cfg.lr is not None else get(cfg.strategy).default_lr
 
 
 def group_settings(spec: BackboneSpec, cfg: RunConfig, epoch: int = 0) -> dict[str, tuple[bool, float]]:
-    """Layer group -> (frozen, lr) for the given epoch (0-based)."""
-    names = spec.group_names
-    n = len(names)
-    lr = base_lr(cfg)
-    s = get(cfg.strategy).name
-    if s == "feature_extraction":
-        trainable = {names[-1]}
-    elif s == "partial":
-        frozen_count = min(1 + cfg.freeze_stages, n - 1)  # stem + K body groups; the head always trains
-        trainable = set(names[frozen_count:])
-    elif s == "gradual":
-        count = min(n, 1 + epoch // cfg.unfreeze_every)
-        trainable = set(names[n - count:])
-    else:  # full, discriminative, scratch
-        trainable = set(names)
-    out = {}
-    for i, g in enumerate(names):
-        depth = n - 1 - i  # 0 for the head
-        g_lr = lr * cfg.lr_decay**depth if s == "discriminative" else lr
-        out[g] = (g not in trainable, g_lr)
-    return out
+    """Layer group -> (frozen, lr) for the given epoch (0-based); lr 0.0 when frozen."""
+    return get(cfg.strategy).settings(spec.group_names, cfg, epoch)
 
 
 @dataclass(frozen=True)
@@ -142,7 +212,7 @@ def group_rows(module_rows: list[dict], groups: tuple[str, ...] | None = None) -
         r["params"] += e["params"]
         r["modules"] += 1
         r["frozen"] = e["frozen"]
-        r["lr"] = 0.0 if e["frozen"] else e["lr"]
+        r["lr"] = e["lr"]
     return list(rows.values())
 
 
@@ -162,10 +232,8 @@ def make_plan(spec: BackboneSpec, model: nn.Module, cfg: RunConfig, epoch: int =
 
 
 def change_epochs(cfg: RunConfig, epochs: int) -> list[int]:
-    """Epochs (0-based, after 0) at which the plan changes: gradual unfreezing."""
-    if cfg.strategy != "gradual":
-        return []
-    return [e for e in range(1, epochs) if e % cfg.unfreeze_every == 0]
+    """Epochs (0-based, after 0) at which the plan changes (gradual unfreezing thaws a group)."""
+    return get(cfg.strategy).changes(cfg, epochs)
 
 
 # --- applying a plan ---------------------------------------------------------
@@ -193,7 +261,7 @@ def apply_plan(spec: BackboneSpec, model: nn.Module, plan: LayerPlan, optimizer:
     if optimizer is not None:
         for pg in optimizer.param_groups:
             row = table[pg["group"]]
-            pg["lr"] = 0.0 if row["frozen"] else row["lr"]
+            pg["lr"] = row["lr"]
             pg["initial_lr"] = pg["lr"]
 
 

@@ -22,9 +22,9 @@ def validate(cfg: RunConfig) -> RunConfig:
         if not folder.exists():
             raise ConfigError(f"Folder or ZIP {folder} does not exist. Give a folder with one subfolder per class, or a ZIP of them.")
     spec = backbones.get(cfg.backbone)
-    if cfg.strategy != "scratch" and not spec.has_pretrained and not cfg.weights:
+    if strategies.get(cfg.strategy).pretrained and not spec.has_pretrained and not cfg.weights:
         raise ConfigError(
             f"{spec.title} has no pretrained weights, so '{cfg.strategy}' has nothing to transfer: "
-            "use the 'scratch' strategy or pass a weights file."
+            f"use the '{strategies.baseline().name}' strategy or pass a weights file."
         )
     return cfg

@@ -153,3 +153,76 @@ def test_apply_plan_unfreezes_into_the_same_optimizer():
     lrs = {pg["group"]: pg["lr"] for pg in opt.param_groups}
     assert lrs["stage4"] == 1e-3 and lrs["stage3"] == 0.0
     assert model.layer4[0].conv1.weight.requires_grad and not model.layer3[0].conv1.weight.requires_grad
+
+
+def test_a_frozen_module_has_no_learning_rate_of_its_own():
+    """One source of truth: a frozen module's lr is 0.0 in the plan's own entries, as its group says."""
+    plan = plan_for("resnet18", "feature_extraction")
+    assert {(e.frozen, e.lr) for e in plan.entries} == {(True, 0.0), (False, 3e-2)}
+    assert {r["group"]: r["lr"] for r in plan.group_table()} == {
+        "stem": 0.0, "stage1": 0.0, "stage2": 0.0, "stage3": 0.0, "stage4": 0.0, "head": 3e-2}
+
+
+def test_each_strategy_answers_for_itself():
+    assert strategies.baseline().name == "scratch" and not strategies.baseline().pretrained
+    assert [s.name for s in strategies.REGISTRY.values() if s.feature_cache] == ["feature_extraction"]
+    assert {s.name: s.uses for s in strategies.REGISTRY.values() if s.uses} == {
+        "partial": ("freeze_stages",), "discriminative": ("lr_decay",), "gradual": ("unfreeze_every",)}
+    assert all(set(s.uses) <= set(strategies.KNOBS) for s in strategies.REGISTRY.values())
+    colours = [s.colour for s in strategies.REGISTRY.values()]
+    assert len(set(colours)) == len(colours)  # no two strategies look alike on a chart
+    assert strategies.race() == ["feature_extraction", "full", "scratch"]
+    assert [n for n in strategies.REGISTRY if strategies.change_epochs(RunConfig(strategy=n), 4)] == ["gradual"]
+
+
+def test_the_advisor_recommends_only_registered_strategies():
+    from core.lessons import advisor
+
+    named = set(advisor.QUADRANTS.values()) | {n for race in advisor.RACE.values() for n in race}
+    assert named <= set(strategies.REGISTRY)
+    assert all(advisor.QUADRANTS[q] == advisor.RACE[q][0] for q in advisor.QUADRANTS)
+
+
+# A strategy made up for the test: the stem stays frozen, the rest trains at half the LR per group.
+MADE_UP = strategies.Strategy(
+    "stem_frozen", "Stem frozen (made up)", 5e-3, True, "A strategy no file but this test knows.", "#123456",
+    trains=lambda groups, cfg, epoch: set(groups[1:]), lr_factor=lambda depth, cfg: 0.5**depth)
+
+
+@pytest.fixture
+def made_up_strategy(monkeypatch):
+    monkeypatch.setitem(strategies.REGISTRY, MADE_UP.name, MADE_UP)
+    return MADE_UP
+
+
+def test_a_made_up_strategy_is_listed_by_the_cli_and_previewed_by_plan(made_up_strategy, capsys):
+    import json
+
+    from core.cli.main import main
+
+    assert main(["strategies", "--json"]) == 0
+    listed = {s["name"]: s for s in json.loads(capsys.readouterr().out)}
+    assert listed["stem_frozen"]["title"] == "Stem frozen (made up)" and listed["stem_frozen"]["default_lr"] == 5e-3
+    assert main(["plan", "--backbone", "resnet18", "--strategy", "stem_frozen", "--json"]) == 0
+    groups = json.loads(capsys.readouterr().out)["groups"]
+    assert [(g["group"], g["frozen"], g["lr"]) for g in groups] == [
+        ("stem", True, 0.0), ("stage1", False, 5e-3 / 16), ("stage2", False, 5e-3 / 8),
+        ("stage3", False, 5e-3 / 4), ("stage4", False, 5e-3 / 2), ("head", False, 5e-3)]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_made_up_strategy_is_a_choice_on_the_experiment_page(made_up_strategy):
+    from streamlit.testing.v1 import AppTest
+
+    from helpers import ROOT
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    assert "Stem frozen (made up)" in at.selectbox(key="strategy").options
+    at.selectbox(key="strategy").set_value("stem_frozen").run()
+    assert not at.exception, at.exception
+    assert "A strategy no file but this test knows." in [c.value for c in at.caption]
+    assert all(at.number_input(key=k).disabled for k in ("lr_decay", "unfreeze_every"))
+    trainable = int(next(m.value for m in at.metric if m.label == "Trainable parameters").replace(",", ""))
+    total = trainable + int(next(m.value for m in at.metric if m.label == "Frozen parameters").replace(",", ""))
+    assert 0 < total - trainable < total // 100  # only the stem is frozen

@@ -23,17 +23,15 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from core.train import strategies
+from core.train.config import RunConfig
+
 # --- colours --------------------------------------------------------------------
 
-SCRATCH_COLOR = "#8C7B70"  # warm grey: the baseline, always the same
-STRATEGY_COLORS: dict[str, str] = {
-    "feature_extraction": "#1F6FB2",  # blue
-    "partial": "#1A9E77",  # teal green
-    "full": "#7B3FA0",  # purple
-    "discriminative": "#D1478F",  # magenta
-    "gradual": "#C0392B",  # brick red
-    "scratch": SCRATCH_COLOR,
-}
+# Each strategy carries its own colour (core.train.strategies); these are the
+# registry's as they stand at import, for figures and tests that compare against them.
+SCRATCH_COLOR = strategies.baseline().colour
+STRATEGY_COLORS: dict[str, str] = {s.name: s.colour for s in strategies.REGISTRY.values()}
 _EXTRA_COLORS = ("#2C7FB8", "#7FBC41", "#E7298A", "#66A61E", "#A6761D", "#1B9E77", "#5E4FA2")
 UNKNOWN_COLOR = "#9E9E9E"
 
@@ -74,8 +72,8 @@ def strategy_color(strategy: str | None) -> str:
     stable colour from its spelling."""
     if not strategy:
         return UNKNOWN_COLOR
-    if strategy in STRATEGY_COLORS:
-        return STRATEGY_COLORS[strategy]
+    if strategy in strategies.REGISTRY:
+        return strategies.REGISTRY[strategy].colour
     return _EXTRA_COLORS[zlib.crc32(str(strategy).encode()) % len(_EXTRA_COLORS)]
 
 
@@ -915,12 +913,12 @@ def labels_curve(summary: pd.DataFrame) -> go.Figure:
 
 def _teacher_color(row: Mapping) -> str:
     """The teacher's strategy colour: from its `strategy`, else the first
-    part of a run label ('full · efficientnet_lite0'); full fine-tuning when
+    part of a run label ('full · efficientnet_lite0'); the default strategy's when
     neither says."""
     strategy = row.get("strategy")
     if not strategy:
         head = str(row.get("label") or "").split(" · ")[0].strip()
-        strategy = head if head in STRATEGY_COLORS else "full"
+        strategy = head if head in strategies.REGISTRY else RunConfig().strategy
     return strategy_color(strategy)
 
 
