@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn import metrics
 
 from core.insight import predict
 from core.train import data
@@ -68,9 +69,9 @@ class Evaluation:
 
 def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
     """Counts (K, K), int64: row = true class, column = predicted class."""
-    t = np.asarray(y_true, dtype=np.int64)
-    p = np.asarray(y_pred, dtype=np.int64)
-    return np.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    if len(y_true) == 0:  # scikit-learn refuses an empty split; its matrix is all zeros
+        return np.zeros((num_classes, num_classes), dtype=np.int64)
+    return metrics.confusion_matrix(y_true, y_pred, labels=np.arange(num_classes)).astype(np.int64)
 
 
 def normalise_rows(cm: np.ndarray) -> np.ndarray:
@@ -80,15 +81,18 @@ def normalise_rows(cm: np.ndarray) -> np.ndarray:
 
 
 def per_class_metrics(cm: np.ndarray, class_names: list[str]) -> list[dict]:
-    """Precision, recall, F1 and support per class from a confusion matrix.
-    A class never predicted has precision 0 (as scikit-learn's zero_division=0)."""
-    tp = np.diag(cm).astype(np.float64)
-    predicted = cm.sum(0).astype(np.float64)
-    support = cm.sum(1)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    """Precision, recall, F1 and support per class from a confusion matrix,
+    by scikit-learn (zero_division=0: a class never predicted has precision 0).
+    Each cell (true t, predicted p) is one weighted (t, p) pair, so the counts
+    are exactly the matrix's."""
+    k = len(class_names)
+    if cm.sum() == 0:  # no images: scikit-learn refuses all-zero weights
+        zeros = np.zeros(k)
+        precision, recall, f1, support = zeros, zeros, zeros, np.zeros(k, dtype=np.int64)
+    else:
+        precision, recall, f1, support = metrics.precision_recall_fscore_support(
+            np.repeat(np.arange(k), k), np.tile(np.arange(k), k), labels=np.arange(k),
+            sample_weight=np.asarray(cm).ravel(), zero_division=0)
     return [{"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
             for name, p, r, f, s in zip(class_names, precision, recall, f1, support)]
 
