@@ -171,3 +171,22 @@ def test_views_import_no_torch():
         if any(t.split(".")[0] == "torch" for t, _ in _imported_names(path, f"views.{path.stem}")):
             importing.add(path.relative_to(ROOT).as_posix())
     assert importing == VIEWS_IMPORTING_TORCH  # a new one is an error; one that stopped should leave the list
+
+
+# No product file over MAX_LINES: a module that outgrows it is split by what its parts are about.
+# These are still over and being split in phase 2 (each at most its size when the rule came in);
+# an entry leaves the list when its file is split.
+MAX_LINES = 450
+STILL_OVER = {
+    "core/train/data.py": 881,
+    "core/train/engine.py": 569,
+    "core/runs/store.py": 568,
+    "ui/charts/__init__.py": 1281,
+}
+
+
+def test_no_product_file_over_450_lines():
+    files = [ROOT / "app.py", *sorted(p for d in ("core", "ui", "views") for p in (ROOT / d).rglob("*.py"))]
+    sizes = {p.relative_to(ROOT).as_posix(): len(p.read_text().splitlines()) for p in files}
+    too_long = {name: n for name, n in sizes.items() if n > STILL_OVER.get(name, MAX_LINES)}
+    assert too_long == {}, f"over {MAX_LINES} lines (split them): {too_long}"
