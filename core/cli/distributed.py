@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 
-from core import paths
 from core.errors import ConfigError
 
 
@@ -33,12 +31,10 @@ def torchrun_processes(args) -> int | None:
 def train_with_torchrun(nproc: int, argv: list[str]) -> int:
     """`python -m core train --processes N ...` on one machine: the same command
     under `torchrun --standalone --nproc-per-node N`, which this waits for."""
+    from core import children
     from core.train import distributed
 
-    env = dict(os.environ)
-    root = str(paths.SOURCE_ROOT)  # `-m core` from any folder
-    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
-    return subprocess.call(distributed.torchrun_command(nproc, argv), env=env)
+    return children.run_child(distributed.torchrun_command(nproc, argv), children.core_env(), stdin=None)
 
 
 def cmd_run_rank(args) -> int:

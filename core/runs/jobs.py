@@ -13,15 +13,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
 import time
 import traceback
 from typing import Sequence
 
 from core import children, faults, paths
 from core.errors import TLabError
-from core.runs.store import TERMINAL, Store, StoreError, StoreListener, _pid_start, format_exception, new_group_id
+from core.runs.store import TERMINAL, Store, StoreError, StoreListener, format_exception, new_group_id
 from core.train.config import RunConfig
 from core.train.validate import validate
 
@@ -80,12 +78,9 @@ def launch_group(cfgs: Sequence[RunConfig], side_by_side: bool = False, store: S
 def _spawn_worker(store: Store) -> int:
     home = paths.home().resolve()
     home.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env["TLAB_HOME"] = str(home)  # the worker must see the same store whatever its cwd
-    root = str(paths.SOURCE_ROOT)
-    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    env = children.core_env(TLAB_HOME=str(home))  # the worker must see the same store whatever its cwd
     with open(home / "worker.log", "ab") as logf:
-        proc = children.start_detached([sys.executable, "-m", "core", "worker"], env, stdout=logf)
+        proc = children.start_detached(children.core_command("worker"), env, stdout=logf)
     store.add_worker(proc.pid)  # counted at once, so ten quick launches start one worker, not ten
     return proc.pid
 
@@ -200,10 +195,7 @@ def execute(store: Store | None, run_id: str, listeners: tuple = (), ctx=None) -
             store.set_status(run_id, "cancelled", "interrupted from the keyboard: resume it to continue")
         raise
     except (Exception, distributed.Terminated) as e:
-        try:
-            return _end_after_error(store, run_id, cfg, e, main)
-        except distributed.Terminated:  # torchrun's one SIGTERM landed while the end was being recorded
-            return _end_after_error(store, run_id, cfg, e, main)
+        return _surviving_sigterm(_end_after_error, store, run_id, cfg, e, main)
     if not main:
         return None
     if result.status == "failed":
@@ -213,11 +205,21 @@ def execute(store: Store | None, run_id: str, listeners: tuple = (), ctx=None) -
                   + (f", test accuracy {result.test_accuracy:.4f}" if result.test_accuracy is not None else ""),
                   result=json.dumps(result.to_dict()), test_accuracy=result.test_accuracy,
                   val_accuracy=result.val_accuracy, best_val_accuracy=result.best_val_accuracy, epochs_done=result.epochs)
-    try:
-        store.end_run(run_id, **ending)
-    except distributed.Terminated:
-        store.end_run(run_id, **ending)
+    _surviving_sigterm(store.end_run, run_id, **ending)
     return store.run(run_id)
+
+
+def _surviving_sigterm(record, *args, **kwargs):
+    """`record(*args, **kwargs)`, called once more if torchrun's one SIGTERM
+    (`distributed.Terminated`) lands while it runs. The handler raises at most
+    once per process, and recording an end is one transaction that applies
+    only to a run still marked running, so the end is recorded exactly once."""
+    from core.train import distributed
+
+    try:
+        return record(*args, **kwargs)
+    except distributed.Terminated:
+        return record(*args, **kwargs)
 
 
 def _end_after_error(store: Store | None, run_id: str, cfg: RunConfig | None, e: BaseException, main: bool) -> dict | None:
@@ -227,10 +229,9 @@ def _end_after_error(store: Store | None, run_id: str, cfg: RunConfig | None, e:
     Under torchrun a lost process is noticed twice: this rank's collective
     fails, and torchrun's agent sends the survivors SIGTERM, which raises
     `Terminated` wherever the rank is, possibly right here. The handler raises
-    at most once per process (`distributed.on_sigterm`), and the end is one
-    transaction that applies only to a run still marked running, so the
-    caller simply calls this again when that one SIGTERM interrupts it: the
-    end is recorded exactly once in every interleaving."""
+    at most once per process (`distributed.on_sigterm`), so the caller runs
+    this through `_surviving_sigterm`: the end is recorded exactly once in
+    every interleaving."""
     from core.train import distributed, engine
 
     lost = distributed.is_peer_failure(e)
@@ -267,7 +268,7 @@ def run_foreground(cfg: RunConfig, listeners: tuple = (), store: Store | None = 
     store = store or Store()
     pid = os.getpid()
     run_id = store.add_run(cfg.to_json(), cfg.name, status="running")
-    store.set_status(run_id, "running", worker_pid=pid, pid_start=_pid_start(pid), started=time.time())
+    store.set_status(run_id, "running", worker_pid=pid, pid_start=children.pid_start(pid), started=time.time())
     return execute(store, run_id, listeners)
 
 
@@ -282,7 +283,7 @@ def _run_as_rank(cfg: RunConfig, listeners: tuple, store: Store | None, ctx) -> 
             store = store or Store()
             pid = os.getpid()
             run_id = store.add_run(cfg.to_json(), cfg.name, status="running")
-            store.set_status(run_id, "running", worker_pid=pid, pid_start=_pid_start(pid), started=time.time())
+            store.set_status(run_id, "running", worker_pid=pid, pid_start=children.pid_start(pid), started=time.time())
         run_id = ctx.broadcast(run_id)
     except (Exception, distributed.Terminated) as e:
         if isinstance(e, TLabError) or not distributed.is_peer_failure(e):
@@ -319,7 +320,7 @@ def _claim_by_hand(store: Store, run_id: str) -> None:
         raise StoreError(f"Run {run_id} is {r['status']}: only a queued, interrupted, cancelled or failed run can be "
                          "continued with run-rank.")
     pid = os.getpid()
-    store.set_status(run_id, "running", "", ended=None, cancel_requested=0, worker_pid=pid, pid_start=_pid_start(pid))
+    store.set_status(run_id, "running", "", ended=None, cancel_requested=0, worker_pid=pid, pid_start=children.pid_start(pid))
     store.log(run_id, "continued by run-rank under torchrun")
 
 
@@ -330,14 +331,10 @@ def _execute_torchrun(store: Store, row: dict) -> None:
     from core.train import distributed
 
     cfg = RunConfig.from_json(row["config"])
-    env = dict(os.environ)
-    env["TLAB_HOME"] = str(paths.home().resolve())
-    env["TLAB_RUN_DEVICE"] = cfg.device
-    root = str(paths.SOURCE_ROOT)
-    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    env = children.core_env(TLAB_HOME=str(paths.home().resolve()), TLAB_RUN_DEVICE=cfg.device)
     cmd = distributed.torchrun_command(cfg.processes, ["run-rank", row["id"]])
     store.log(row["id"], f"starting {cfg.processes} processes with torchrun")
-    code = subprocess.call(cmd, env=env, stdin=subprocess.DEVNULL, close_fds=True)
+    code = children.run_child(cmd, env)
     r = store.run(row["id"])
     if r["status"] == "running":
         store.set_status(row["id"], "interrupted", f"its processes stopped (torchrun exit code {code}): "
@@ -372,7 +369,7 @@ def worker_main() -> int:
     """The worker loop: claim, train, repeat; exit when nothing is left to claim."""
     store = Store()
     pid = os.getpid()
-    store.add_worker(pid, _pid_start(pid))
+    store.add_worker(pid, children.pid_start(pid))
     log.info("worker %d started on %s", pid, store.path)
     idle_since = None
     try:

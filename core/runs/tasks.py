@@ -80,7 +80,7 @@ def start(args: list[str]) -> Task:
     # A shell wrapper records the exit status even when no page is there to poll.
     script = ('"$TLAB_PYTHON" -m core "$@" > "$TLAB_TASK_DIR/stdout" 2> "$TLAB_TASK_DIR/stderr"; '
               'echo $? > "$TLAB_TASK_DIR/rc.tmp" && mv "$TLAB_TASK_DIR/rc.tmp" "$TLAB_TASK_DIR/rc"')
-    env = {**os.environ, "TLAB_TASK_DIR": str(folder), "TLAB_PYTHON": sys.executable}
+    env = children.core_env(TLAB_TASK_DIR=str(folder), TLAB_PYTHON=sys.executable)
     proc = children.start_detached(["/bin/sh", "-c", script, "sh", *args], env, cwd=paths.SOURCE_ROOT,
                                    stderr=subprocess.DEVNULL)
     (folder / "pid").write_text(str(proc.pid))

@@ -15,7 +15,8 @@ from streamlit.testing.v1 import AppTest
 
 from helpers import ROOT
 from core.runs import jobs
-from core.runs.store import Store, _pid_start
+from core.children import pid_start
+from core.runs.store import Store
 from core.train.config import RunConfig
 
 TIMEOUT = 120
@@ -49,7 +50,7 @@ def train_group(*cfgs: RunConfig) -> list[str]:
     for cfg in cfgs:
         run_id = store.add_run(cfg.to_json(), cfg.name, group, "running")
         group = group or run_id
-        store.set_status(run_id, "running", worker_pid=os.getpid(), pid_start=_pid_start(os.getpid()), started=time.time())
+        store.set_status(run_id, "running", worker_pid=os.getpid(), pid_start=pid_start(os.getpid()), started=time.time())
         assert jobs.execute(store, run_id)["status"] == "finished"
         ids.append(run_id)
     return ids
