@@ -57,21 +57,29 @@ def advisor_quadrants(advice: Mapping) -> go.Figure:
     return _style(fig, title, sub, height=360)
 
 
+_DEPTH_PALETTE = ("#1A9E77", "#1F6FB2", "#C0392B", "#7B3FA0", "#D1478F", "#A6761D")
+
+
+def _depth_colors(curves: list[Mapping]):
+    """A stack's colour by its depth, the same on both skip-connection charts."""
+    depths = sorted({int(c["depth"]) for c in curves})
+    return lambda c: _DEPTH_PALETTE[depths.index(int(c["depth"])) % len(_DEPTH_PALETTE)]
+
+
 def skip_losses(curves: list[Mapping], smoothing: float = 0.8) -> go.Figure:
     """Training loss vs step for each stack: colour by depth, dashed plain,
     solid residual (smoothed; the raw curve in the hover)."""
     title = "Training loss vs step"
     if not curves:
         return empty_figure("Run the demo to see the curves", title)
-    depths = sorted({int(c["depth"]) for c in curves})
-    palette = ["#1A9E77", "#1F6FB2", "#C0392B", "#7B3FA0", "#D1478F", "#A6761D"]
+    color_of = _depth_colors(curves)
     fig = go.Figure()
     names = []
     for c in sorted(curves, key=lambda c: (int(c["depth"]), bool(c["residual"]))):
         losses = np.asarray(c.get("losses") or [], dtype=float)
         if not len(losses):
             continue
-        color = palette[depths.index(int(c["depth"])) % len(palette)]
+        color = color_of(c)
         name = f"{c['depth']} layers, {'residual' if c['residual'] else 'plain'}"
         names.append(name)
         fig.add_trace(go.Scatter(
@@ -88,8 +96,7 @@ def skip_grad_norms(curves: list[Mapping]) -> go.Figure:
     title = "Gradient norm per layer at initialisation"
     if not curves:
         return empty_figure("Run the demo to see the gradients", title)
-    depths = sorted({int(c["depth"]) for c in curves})
-    palette = ["#1A9E77", "#1F6FB2", "#C0392B", "#7B3FA0", "#D1478F", "#A6761D"]
+    color_of = _depth_colors(curves)
     fig = go.Figure()
     names = []
     floor = None
@@ -100,7 +107,7 @@ def skip_grad_norms(curves: list[Mapping]) -> go.Figure:
         norms = list(c.get("layer_grad_norms") or [])
         if not norms:
             continue
-        color = palette[depths.index(int(c["depth"])) % len(palette)]
+        color = color_of(c)
         name = f"{c['depth']} layers, {'residual' if c['residual'] else 'plain'}"
         names.append(name)
         # A gradient that underflowed to 0 is drawn at the smallest non-zero value seen, marked in the hover.
