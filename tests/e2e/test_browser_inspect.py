@@ -97,9 +97,10 @@ def test_seeing_inside_a_run(app_server, seeded, page, snap, wait_idle, rerun):
     with rerun(page):
         steps.press("Enter")
     use = page.locator(".st-key-lr_finder_use button")
-    with rerun(page, timeout_ms=240_000):
+    with rerun(page):
         page.get_by_role("button", name="Run the LR finder").click()
-    expect(use).to_be_visible()
+    expect(page.get_by_text("Trying learning rates in the background")).to_be_visible()  # a task: the page stays live
+    expect(use).to_be_visible(timeout=240_000)  # the progress fragment reruns the page when the task ends
     suggested = use.inner_text().split("(")[1].rstrip(")")
     with rerun(page):
         use.click()
