@@ -60,10 +60,15 @@ def advisor_quadrants(advice: Mapping) -> go.Figure:
 _DEPTH_PALETTE = ("#1A9E77", "#1F6FB2", "#C0392B", "#7B3FA0", "#D1478F", "#A6761D")
 
 
-def _depth_colors(curves: list[Mapping]):
-    """A stack's colour by its depth, the same on both skip-connection charts."""
+def _stacks(curves: list[Mapping], key: str):
+    """(curve, its `key` values, name, colour) for each stack with values, shallow first and plain
+    before residual; the colour is the depth's, the same on both skip-connection charts."""
     depths = sorted({int(c["depth"]) for c in curves})
-    return lambda c: _DEPTH_PALETTE[depths.index(int(c["depth"])) % len(_DEPTH_PALETTE)]
+    for c in sorted(curves, key=lambda c: (int(c["depth"]), bool(c["residual"]))):
+        values = list(c.get(key) or [])
+        if values:
+            yield (c, values, f"{c['depth']} layers, {'residual' if c['residual'] else 'plain'}",
+                   _DEPTH_PALETTE[depths.index(int(c["depth"])) % len(_DEPTH_PALETTE)])
 
 
 def skip_losses(curves: list[Mapping], smoothing: float = 0.8) -> go.Figure:
@@ -72,15 +77,10 @@ def skip_losses(curves: list[Mapping], smoothing: float = 0.8) -> go.Figure:
     title = "Training loss vs step"
     if not curves:
         return empty_figure("Run the demo to see the curves", title)
-    color_of = _depth_colors(curves)
     fig = go.Figure()
     names = []
-    for c in sorted(curves, key=lambda c: (int(c["depth"]), bool(c["residual"]))):
-        losses = np.asarray(c.get("losses") or [], dtype=float)
-        if not len(losses):
-            continue
-        color = color_of(c)
-        name = f"{c['depth']} layers, {'residual' if c['residual'] else 'plain'}"
+    for c, values, name, color in _stacks(curves, "losses"):
+        losses = np.asarray(values, dtype=float)
         names.append(name)
         fig.add_trace(go.Scatter(
             x=np.arange(1, len(losses) + 1), y=ema(losses, smoothing), mode="lines", name=name,
@@ -96,19 +96,13 @@ def skip_grad_norms(curves: list[Mapping]) -> go.Figure:
     title = "Gradient norm per layer at initialisation"
     if not curves:
         return empty_figure("Run the demo to see the gradients", title)
-    color_of = _depth_colors(curves)
     fig = go.Figure()
     names = []
     floor = None
     for c in curves:
         vals = [v for v in c.get("layer_grad_norms") or [] if v and v > 0]
         floor = min([floor or math.inf, *vals]) if vals else floor
-    for c in sorted(curves, key=lambda c: (int(c["depth"]), bool(c["residual"]))):
-        norms = list(c.get("layer_grad_norms") or [])
-        if not norms:
-            continue
-        color = color_of(c)
-        name = f"{c['depth']} layers, {'residual' if c['residual'] else 'plain'}"
+    for c, norms, name, color in _stacks(curves, "layer_grad_norms"):
         names.append(name)
         # A gradient that underflowed to 0 is drawn at the smallest non-zero value seen, marked in the hover.
         shown = [v if v > 0 else (floor or 1e-30) for v in norms]
