@@ -37,7 +37,7 @@ def extract(model: nn.Module, spec: BackboneSpec, x: torch.Tensor, batch_size: i
     """Penultimate features (N, D) float32 on the CPU for uint8 images
     (N, C, S, S) at the model's image size. The model is run in eval mode on
     `device` and left in the mode and on the device it came in."""
-    from core.train.engine import head_removed
+    from core.train.backbones import head_removed
 
     was_training = model.training
     param = next(model.parameters(), None)

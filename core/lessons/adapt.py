@@ -116,7 +116,7 @@ def _inputs(loaded: LoadedModel, x: torch.Tensor) -> torch.Tensor:
 @torch.inference_mode()
 def features_and_predictions(loaded: LoadedModel, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Penultimate features (N, D) and predicted classes (N,), in eval mode."""
-    from core.train.engine import head_removed
+    from core.train.backbones import head_removed
 
     model = loaded.model.eval()
     feats, preds = [], []
@@ -163,7 +163,7 @@ def dann(loaded: LoadedModel, source_x: torch.Tensor, source_y: torch.Tensor, ta
          on_step: Callable[[int, float, float], None] | None = None) -> list[dict]:
     """Train the run's model with a domain classifier behind gradient reversal.
     Returns per-step rows: step, label_loss, domain_loss, domain_accuracy, lambda."""
-    from core.train.engine import head_removed
+    from core.train.backbones import head_removed
 
     model = loaded.model
     torch.manual_seed(seed)

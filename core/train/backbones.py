@@ -9,6 +9,7 @@ to exactly one group (tests hold the registry to that).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -351,6 +352,18 @@ def get(name: str) -> BackboneSpec:
 def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
     parent, _, leaf = path.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, leaf, module)
+
+
+@contextlib.contextmanager
+def head_removed(model: nn.Module, head_path: str):
+    """Temporarily replace the head with Identity: the model then returns the
+    features the head would see."""
+    head = model.get_submodule(head_path)
+    _set_submodule(model, head_path, nn.Identity())
+    try:
+        yield head
+    finally:
+        _set_submodule(model, head_path, head)
 
 
 def build(spec: BackboneSpec, num_classes: int, image_size: int) -> nn.Module:

@@ -1,11 +1,13 @@
 """A run's trained model read back from its checkpoint: built for its
 backbone, class count and image size, weights loaded as data only
-(`weights_only=True`), eval mode, CPU. The engine writes checkpoints; the
-insight tools, the lessons and distillation (a teacher) read them here.
+(`weights_only=True`), eval mode, CPU. The engine writes checkpoints
+(`save_atomic`); the insight tools, the lessons and distillation (a teacher)
+read them here.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,32 @@ CHECKPOINT_NAME = "checkpoint.pt"
 
 class CheckpointError(TLabError):
     """A run's checkpoint is missing, unreadable or doesn't fit its backbone."""
+
+
+class CheckpointWriteError(TLabError):
+    pass
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    """Write to a temporary file, flush it to disk, then rename over the old
+    one: a full disk or a read-only folder leaves the previous checkpoint whole."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch wraps some write errors in RuntimeError
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        why = getattr(e, "strerror", None) or " ".join(str(e).split())[:200] or type(e).__name__
+        kept = "the previous checkpoint is intact" if path.exists() else "no earlier checkpoint exists"
+        raise CheckpointWriteError(
+            f"could not write the checkpoint {path} ({why}): {kept}. Free disk space or make the data folder "
+            "writable, then resume the run.") from None
 
 
 @dataclass
