@@ -1,0 +1,181 @@
+"""A person's own images: a folder or ZIP of class folders, listed safely
+(links not followed, unsafe ZIP paths and nested archives skipped, ZIP bombs
+refused before anything is unpacked) and decoded; and any folder or ZIP of
+unlabelled images."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+import torch
+
+from core import limits
+from core.errors import DataError
+from core.train.data.base import (ARCHIVE_SUFFIXES, FOLDER_PREFIX, IMAGE_SUFFIXES, RATIO_FLOOR_BYTES, RawData,
+                                  _decode_all)
+
+
+class _FileRef:
+    """Reads one image file; `member` is its path inside the dataset folder."""
+
+    def __init__(self, path: Path, member: str):
+        self.path, self.member = path, member
+
+    def __call__(self) -> Path:
+        return self.path
+
+
+class _ZipRef:
+    """Reads one ZIP entry; `member` is its full name in the archive."""
+
+    def __init__(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo):
+        self.zf, self.info, self.member = zf, info, info.filename
+
+    def __call__(self) -> bytes:
+        return self.zf.read(self.info)
+
+
+def _folder_items(path: Path) -> tuple[dict[str, list[tuple[str, Callable[[], bytes | Path]]]], int, list[str]]:
+    """Class name -> [(file name, reader)], plus unsafe/odd entries skipped."""
+    classes: dict[str, list] = {}
+    skipped, examples = 0, []
+    max_files = limits.max_files()
+    if path.is_dir():
+        root = path.resolve()
+        seen = 0
+        for cdir in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if cdir.is_symlink():  # links are not followed: they could lead out of the allowed folders
+                skipped += 1
+                examples.append(f"{cdir.name}/ (a link to a folder: not followed)")
+                continue
+            classes[cdir.name] = []
+            for f in sorted(cdir.rglob("*")):
+                if f.name.startswith(".") or not (f.is_file() or f.is_symlink()):
+                    continue
+                seen += 1
+                if seen > max_files:
+                    raise DataError(f"{path.name} holds more than {max_files:,} files, over "
+                                    f"{limits.MAX_FILES.describe()}: use fewer images, or raise the limit.")
+                if f.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                if f.is_symlink() or root not in f.resolve().parents:
+                    skipped += 1
+                    examples.append(f"{cdir.name}/{f.name} (a link: not followed)")
+                    continue
+                classes[cdir.name].append((f"{cdir.name}/{f.name}", _FileRef(f, str(f.relative_to(path)))))
+        return classes, skipped, examples
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise DataError(f"{path.name} is not a readable ZIP file ({e}). Upload a ZIP of class folders.") from None
+    infos = zf.infolist()
+    _check_archive(path, infos)
+    max_entry = limits.max_upload_bytes()
+    names = []
+    for info in infos:
+        p = PurePosixPath(info.filename)
+        if info.is_dir() or p.name.startswith(".") or "__MACOSX" in p.parts:
+            continue
+        if p.is_absolute() or ".." in p.parts or (info.external_attr >> 16) & 0o170000 == 0o120000:
+            skipped += 1
+            examples.append(f"{info.filename} (unsafe path or link)")
+            continue
+        if p.suffix.lower() in ARCHIVE_SUFFIXES:
+            skipped += 1
+            examples.append(f"{info.filename} (an archive inside the archive: unpack it into the class folders)")
+            continue
+        if info.file_size > max_entry and p.suffix.lower() in IMAGE_SUFFIXES:
+            skipped += 1
+            examples.append(f"{info.filename} ({info.file_size / 2**20:,.0f} MB: over {limits.MAX_UPLOAD_MB.describe()})")
+            continue
+        names.append((p, info))
+    # A ZIP of one wrapping folder ("mydata/cat/1.png") counts from inside it,
+    # also when the wrapper holds a loose non-image file ("mydata/README.txt").
+    while (names and len({p.parts[0] for p, _ in names}) == 1 and any(len(p.parts) > 2 for p, _ in names)
+           and not any(len(p.parts) == 2 and p.suffix.lower() in IMAGE_SUFFIXES for p, _ in names)):
+        names = [(PurePosixPath(*p.parts[1:]), i) for p, i in names]
+    for p, info in names:
+        if len(p.parts) < 2:
+            continue  # a loose file beside the class folders
+        classes.setdefault(p.parts[0], [])
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            classes[p.parts[0]].append((str(p), _ZipRef(zf, info)))
+    return dict(sorted(classes.items())), skipped, examples
+
+
+def _check_archive(path: Path, infos: list[zipfile.ZipInfo]) -> None:
+    """Refuse a ZIP bomb before anything is decompressed: too many entries, too
+    many bytes once unpacked, or an entry that unpacks to hundreds of times its
+    size. Sizes are the ones the archive declares; zipfile never reads past them."""
+    if len(infos) > limits.max_files():
+        raise DataError(f"{path.name} holds {len(infos):,} entries, over {limits.MAX_FILES.describe()}: "
+                        "use fewer images, or raise the limit.")
+    total = sum(i.file_size for i in infos)
+    if total > limits.max_archive_bytes():
+        raise DataError(f"{path.name} unpacks to {total / 2**20:,.0f} MB, over {limits.MAX_ARCHIVE_MB.describe()}: "
+                        "use fewer or smaller images (64-256 px is plenty here), or raise the limit.")
+    ratio = limits.max_zip_ratio()
+    for i in infos:
+        if i.file_size > RATIO_FLOOR_BYTES and i.file_size > ratio * max(1, i.compress_size):
+            raise DataError(f"{path.name}: entry {i.filename} unpacks to {i.file_size / max(1, i.compress_size):,.0f} times "
+                            f"its packed size, over {limits.MAX_ZIP_RATIO.describe()}. That is how a ZIP bomb looks: "
+                            "if the archive is yours, zip the images again or raise the limit.")
+
+
+def _load_folder(path: Path, size: int) -> RawData:
+    if not path.exists():
+        raise DataError(f"Folder or ZIP {path} does not exist. Give a folder with one subfolder per class, or a ZIP of them.")
+    classes, skipped, examples = _folder_items(path)
+    items = [(n, read, label) for label, files in enumerate(classes.values()) for n, read in files]
+    x, y, bad, bad_ex = _decode_all(items, size)
+    names = list(classes)
+    counts = torch.bincount(y, minlength=len(names)).tolist() if names else []
+    problems = []
+    if len(names) < 2:
+        problems.append(f"found {len(names)} class folder(s) ({', '.join(names) or 'none'}); at least 2 are needed")
+    empty = [n for n, c in zip(names, counts) if c == 0]
+    if empty:
+        problems.append(f"class folder(s) with no readable image: {', '.join(empty)}")
+    if problems:
+        if bad:
+            problems.append(f"{bad} unreadable file(s) skipped, e.g. {bad_ex[0]}")
+        raise DataError(
+            f"{path.name} can't be used: " + "; ".join(problems)
+            + ". Expected one subfolder per class, each holding images (PNG, JPEG, ...)."
+        )
+    return RawData(x, y, names, None, skipped + bad, (examples + bad_ex)[:10])
+
+
+def load_unlabelled(path: str | Path, size: int, limit: int = 5000) -> tuple[torch.Tensor, list[str], int]:
+    """Every image under a folder (any layout, no classes needed) or in a ZIP:
+    uint8 (N, 3, S, S), their names, and how many files could not be read."""
+    p = Path(str(path).removeprefix(FOLDER_PREFIX)).expanduser()
+    if not p.exists():
+        raise DataError(f"Folder or ZIP {p} does not exist: give a folder (or .zip) of images.")
+    items: list[tuple[str, Callable[[], bytes | Path], int]] = []
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                       and not f.name.startswith(".") and not f.is_symlink())
+        items = [(str(f.relative_to(p)), (lambda f=f: f), 0) for f in files[:limit]]
+    else:
+        try:
+            zf = zipfile.ZipFile(p)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise DataError(f"{p.name} is not a readable ZIP file ({e}): give a folder or ZIP of images.") from None
+        for info in zf.infolist():
+            q = PurePosixPath(info.filename)
+            if (info.is_dir() or q.name.startswith(".") or "__MACOSX" in q.parts or q.is_absolute() or ".." in q.parts
+                    or q.suffix.lower() not in IMAGE_SUFFIXES):
+                continue
+            items.append((str(q), (lambda info=info: zf.read(info)), 0))
+        items = items[:limit]
+    x, _, bad, _ = _decode_all(items, size)
+    if len(x) == 0:
+        raise DataError(f"No readable image in {p}" + (f" ({bad} file(s) could not be read)" if bad else "")
+                        + ": PNG, JPEG, WebP, BMP, GIF or TIFF files are needed.")
+    names = [n for n, _, _ in items]
+    if bad:  # which ones failed is only sampled: number the readable ones instead of misnaming them
+        names = [f"image {i + 1}" for i in range(len(x))]
+    return x, names, bad
