@@ -8,15 +8,15 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import TLabError
-from core.lessons import advisor
 from core.runs import experiments
 from core.service import launching
 from core.train import backbones, strategies
 from core.train.config import RunConfig
 from ui import charts
-from ui.common import plain, store
+from ui.common import finished_output, plain, store, task_progress, task_running
 
 RESULTS_KEY = "advisor_results"
+TASK_KEY, TASK_FOR = "advisor_task", "advisor_for"
 
 
 def _fill_form(strategy: str, backbone: str) -> None:
@@ -38,14 +38,22 @@ def advisor_section(cfg: RunConfig, dataset_ready: bool) -> None:
             return
         key = (cfg.dataset, cfg.labels_per_class, cfg.image_size, cfg.seed)
         results = st.session_state.setdefault(RESULTS_KEY, {})
-        if st.button("Measure and recommend", key="advise", width="stretch"):
-            with st.spinner("Measuring through the pretrained backbones…"):
-                try:
-                    results[key] = advisor.advise(cfg.dataset, cfg.labels_per_class, None, cfg.image_size, cfg.seed).to_dict()
-                except TLabError as e:
-                    st.error(plain(str(e)))
+        running = task_running(TASK_KEY)
+        if st.button("Measure and recommend", key="advise", width="stretch", disabled=running):
+            try:
+                task = launching.start_advisor(cfg.dataset, cfg.labels_per_class, cfg.image_size, cfg.seed)
+            except TLabError as e:
+                st.error(plain(str(e)))
+            else:
+                st.session_state[TASK_KEY], st.session_state[TASK_FOR] = task.id, key
+                st.rerun()  # a full run draws the button disabled and starts the progress fragment's timer
+        task_progress(TASK_KEY, running, "Measuring through the pretrained backbones in the background…",
+                      "The advisor failed:")
+        found = finished_output(TASK_KEY)
+        if found is not None:
+            results[st.session_state.pop(TASK_FOR, key)] = found
         advice = results.get(key)
-        if advice is None:
+        if advice is None or running:
             return
         shift = advice["domain_shift"]
         st.markdown(f"**Recommended: {strategies.get(advice['strategy']).title}** on "

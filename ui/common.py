@@ -111,3 +111,26 @@ def task_progress(key: str, running: bool, busy: str, failed: str) -> None:
             st.error(f"{failed} {plain(t.error())}")
 
     _progress()
+
+
+def task_running(key: str) -> bool:
+    """Whether the background task whose id is in `st.session_state[key]` is still running."""
+    from core.runs import tasks
+
+    task_id = st.session_state.get(key)
+    return bool(task_id) and tasks.get(task_id).state == "running"
+
+
+def finished_output(key: str) -> dict | None:
+    """The --json output of the background task in `st.session_state[key]` once
+    it has finished; the key is cleared then, so it is handed over once. None
+    while it runs, when it failed (`task_progress` says why) or when there is none."""
+    from core.runs import tasks
+
+    task_id = st.session_state.get(key)
+    if not task_id or tasks.get(task_id).state != "finished":
+        return None
+    out = tasks.get(task_id).output()
+    if out is not None:
+        del st.session_state[key]
+    return out

@@ -180,13 +180,12 @@ def lr_finder_section(cfg, lr_key: str, lr_bounds: tuple[float, float], problem:
     until it ends, then draws loss vs LR and a button that writes the
     suggestion into the form's learning-rate field."""
     from core.insight.lr_finder import STEPS, LRFinderResult
-    from core.runs import tasks
     from core.service import launching
-    from ui.common import task_progress
+    from ui.common import finished_output, task_progress, task_running
 
-    task_id = st.session_state.get(LR_TASK)
-    running = bool(task_id) and tasks.get(task_id).state == "running"
-    with st.expander("Find a learning rate (LR range test)", expanded="lr_finder" in st.session_state or bool(task_id)):
+    running = task_running(LR_TASK)
+    with st.expander("Find a learning rate (LR range test)",
+                     expanded="lr_finder" in st.session_state or bool(st.session_state.get(LR_TASK))):
         st.caption("A few hundred steps on a throw-away copy of this model while the LR grows exponentially; the "
                    "suggestion is where the smoothed loss falls fastest. Nothing is saved, the run is not started.")
         c1, c2 = st.columns([1, 2])
@@ -202,11 +201,9 @@ def lr_finder_section(cfg, lr_key: str, lr_bounds: tuple[float, float], problem:
             else:
                 st.rerun()  # a full run draws the button disabled and starts the progress fragment's timer
         task_progress(LR_TASK, running, "Trying learning rates in the background…", "The LR finder failed:")
-        if task_id and not running and tasks.get(task_id).state == "finished":
-            found = tasks.get(task_id).output()
-            if found is not None:
-                st.session_state["lr_finder"] = (st.session_state.pop(LR_SETUP, None), found)
-                del st.session_state[LR_TASK]
+        found = finished_output(LR_TASK)
+        if found is not None:
+            st.session_state["lr_finder"] = (st.session_state.pop(LR_SETUP, None), found)
         if "lr_finder" not in st.session_state or running:
             return
         was_for, found = st.session_state["lr_finder"]

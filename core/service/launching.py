@@ -1,6 +1,7 @@
 """Runs made and queued: a run and its from-scratch twin, a group of runs
 checked once at this entry point (the worker checks each again in its own
-process), and the LR finder as a background task."""
+process), and the pages' other heavy work (the LR finder, the strategy
+advisor) as background tasks."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Sequence
 
 from core.runs import jobs, tasks
 from core.runs.store import Store
-from core.train import strategies
+from core.train import data, strategies
 from core.train.config import RunConfig
 from core.train.validate import validate
 
@@ -61,3 +62,12 @@ def start_lr_finder(cfg: RunConfig, steps: int) -> tasks.Task:
     validate(cfg)
     return tasks.start(["lr-find", "--config-json", cfg.to_json(), "--steps", str(int(steps)),
                         "--json"])
+
+
+def start_advisor(dataset: str, labels_per_class: int | None, image_size: int, seed: int) -> tasks.Task:
+    """The strategy advisor's measurements (forward passes through every
+    pretrained backbone available here) in a background task; its --json output
+    is an `Advice` dict. An unknown dataset fails here, before a process starts."""
+    data.get(dataset)
+    return tasks.start(["advise", "--dataset", dataset, "--labels-per-class", str(labels_per_class or "all"),
+                        "--image-size", str(int(image_size)), "--seed", str(int(seed)), "--json"])

@@ -57,6 +57,9 @@ def test_advisor_measures_recommends_fills_the_form_and_races(monkeypatch):
     at.run()
     at.button(key="advise").click().run()
     assert not at.exception, at.exception
+    assert at.button(key="advise").disabled  # measuring in a background task, not in the page's process
+    assert wait_task(at.session_state["advisor_task"]) == "finished", tasks.get(at.session_state["advisor_task"]).error()
+    at.run()  # in a browser the progress fragment's timer reruns the page when the task ends
     text = " ".join(m.value for m in at.markdown)
     assert "Recommended: Partial fine-tuning" in text  # 5 digits per class through Lite0: the hard corner
     assert "Where your data sits" in charts_titled(at)
