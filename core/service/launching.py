@@ -14,16 +14,17 @@ from core.train import data, strategies
 from core.train.config import RunConfig
 from core.train.validate import validate
 
+
 def with_scratch_twin(cfg: RunConfig, twin: bool = True) -> tuple[list[RunConfig], bool]:
     """The run and, when it starts from pretrained weights and `twin` is asked
     for, the same run from random weights (same data, budget and seed; the
-    scratch strategy's own LR), named so the Live page tells them apart. Also
+    baseline strategy's own LR), named so the Live page tells them apart. Also
     whether they train side by side: runs over several processes each go one
     after the other."""
     if not twin or not strategies.get(cfg.strategy).pretrained:
         return [cfg], False
-    return ([cfg.replace(name="transfer"), cfg.replace(strategy=strategies.baseline().name, weights=None, lr=None, name="scratch twin")],
-            cfg.processes == 1)
+    twin_cfg = cfg.replace(strategy=strategies.baseline().name, weights=None, lr=None, name="scratch twin")
+    return [cfg.replace(name="transfer"), twin_cfg], cfg.processes == 1
 
 
 @dataclass(frozen=True)
