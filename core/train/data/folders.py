@@ -132,20 +132,24 @@ def _load_folder(path: Path, size: int) -> RawData:
     x, y, bad, bad_ex = _decode_all(items, size)
     names = list(classes)
     counts = torch.bincount(y, minlength=len(names)).tolist() if names else []
+    check_classes(path, dict(zip(names, counts)), "readable image",
+                  [f"{bad} unreadable file(s) skipped, e.g. {bad_ex[0]}"] if bad else [])
+    return RawData(x, y, names, None, skipped + bad, (examples + bad_ex)[:10])
+
+
+def check_classes(path: Path, counts: dict[str, int], what: str = "image", notes: list[str] | None = None) -> None:
+    """Refuse a dataset folder of fewer than two classes or with an empty one,
+    naming every problem (and, after them, `notes`) and what is expected."""
+    names = list(counts)
     problems = []
     if len(names) < 2:
         problems.append(f"found {len(names)} class folder(s) ({', '.join(names) or 'none'}); at least 2 are needed")
-    empty = [n for n, c in zip(names, counts) if c == 0]
+    empty = [n for n, c in counts.items() if c == 0]
     if empty:
-        problems.append(f"class folder(s) with no readable image: {', '.join(empty)}")
+        problems.append(f"class folder(s) with no {what}: {', '.join(empty)}")
     if problems:
-        if bad:
-            problems.append(f"{bad} unreadable file(s) skipped, e.g. {bad_ex[0]}")
-        raise DataError(
-            f"{path.name} can't be used: " + "; ".join(problems)
-            + ". Expected one subfolder per class, each holding images (PNG, JPEG, ...)."
-        )
-    return RawData(x, y, names, None, skipped + bad, (examples + bad_ex)[:10])
+        raise DataError(f"{path.name} can't be used: " + "; ".join(problems + (notes or []))
+                        + ". Expected one subfolder per class, each holding images (PNG, JPEG, ...).")
 
 
 def load_unlabelled(path: str | Path, size: int, limit: int = 5000) -> tuple[torch.Tensor, list[str], int]:

@@ -13,9 +13,8 @@ from pathlib import Path
 import torch
 
 from core import limits
-from core.errors import DataError
 from core.train.data.base import Split, decode_image
-from core.train.data.folders import _folder_items
+from core.train.data.folders import _folder_items, check_classes
 from core.train.data.registry import DECODE_VERSION, folder_path, source_stamp
 
 log = logging.getLogger(__name__)
@@ -86,15 +85,7 @@ def _stream_listing(name: str, size: int) -> ImageFiles | None:
     if n * 3 * size * size <= IN_MEMORY_MB.value() * 2**20:
         return None
     names = list(classes)
-    problems = []
-    if len(names) < 2:
-        problems.append(f"found {len(names)} class folder(s) ({', '.join(names) or 'none'}); at least 2 are needed")
-    empty = [c for c, files in classes.items() if not files]
-    if empty:
-        problems.append(f"class folder(s) with no image: {', '.join(empty)}")
-    if problems:
-        raise DataError(f"{path.name} can't be used: " + "; ".join(problems)
-                        + ". Expected one subfolder per class, each holding images (PNG, JPEG, ...).")
+    check_classes(path, {c: len(files) for c, files in classes.items()})
     files = [read.member for cls in classes.values() for _, read in cls]
     y = torch.tensor([label for label, cls in enumerate(classes.values()) for _ in cls], dtype=torch.int64)
     from core.train import cache
