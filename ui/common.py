@@ -121,14 +121,17 @@ def task_running(key: str) -> bool:
     return bool(task_id) and tasks.get(task_id).state == "running"
 
 
-def finished_output(key: str) -> dict | None:
+def finished_output(key: str, any_exit: bool = False) -> dict | None:
     """The --json output of the background task in `st.session_state[key]` once
     it has finished; the key is cleared then, so it is handed over once. None
-    while it runs, when it failed (`task_progress` says why) or when there is none."""
+    while it runs, when it failed (`task_progress` says why; with `any_exit`, a
+    command that printed its answer and then exited non-zero hands it over too)
+    or when there is none."""
     from core.runs import tasks
 
     task_id = st.session_state.get(key)
-    if not task_id or tasks.get(task_id).state != "finished":
+    state = tasks.get(task_id).state if task_id else None
+    if state not in (("finished", "failed") if any_exit else ("finished",)):
         return None
     out = tasks.get(task_id).output()
     if out is not None:

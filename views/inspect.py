@@ -4,17 +4,16 @@ like, and the model exported for use elsewhere."""
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import streamlit as st
 
 from core.errors import TLabError
 from core.insight import embeddings, explain, export, predict
-from core.service import looking
+from core.service import launching, looking
 from core.train import strategies
 from ui import charts, seeing
-from ui.common import config_of, label, plain, store
+from ui.common import config_of, finished_output, label, plain, store, task_progress, task_running
 
 st.title("Inspect")
 st.caption("Inside one trained run: its feature space before and after training, what its layers learned, "
@@ -166,27 +165,28 @@ with files:
                        on_click="ignore", width="stretch")
     for col, fmt, title in ((c2, "torchscript", "TorchScript"), (c3, "onnx", "ONNX")):
         with col:
-            done = st.session_state.get(f"export_{fmt}_check", {}).get(run_id)
-            if done is None:
-                if st.button(f"Build {title}", key=f"export_build_{fmt}", width="stretch",
-                             help="Export, then check it against the PyTorch model on the test images."):
+            task_key, built = f"export_task_{fmt}", st.session_state.setdefault(f"export_{fmt}_check", {})
+            out = finished_output(task_key, any_exit=True)  # a check that fails still hands over its file
+            if out is not None:
+                check = export.Verification(out["images"], out["max_abs_diff"], out["top1_agreement"],
+                                            out["float32_error"]).describe()
+                built[st.session_state.pop(f"export_for_{fmt}", run_id)] = (out["out"], check)
+            running = task_running(task_key)
+            done = built.get(run_id)
+            if done is None or not Path(done[0]).exists():
+                if st.button(f"Build {title}", key=f"export_build_{fmt}", width="stretch", disabled=running,
+                             help="Export in the background, then check it against the PyTorch model on the test images."):
                     try:
-                        with st.spinner(f"Exporting to {title} and checking it…"):
-                            content = _export_bytes(run_id, _mtime(), fmt)
-                            with tempfile.TemporaryDirectory() as tmp:
-                                path = Path(tmp) / export.file_name(run_id, fmt)
-                                path.write_bytes(content)
-                                try:
-                                    check = export.verify_run(path, fmt, loaded).describe()
-                                except export.CheckerMissing:
-                                    check = "not checked here: onnxruntime is not installed (pip install onnxruntime)"
-                        st.session_state.setdefault(f"export_{fmt}_check", {})[run_id] = check
-                        st.rerun()
+                        st.session_state[task_key] = launching.start_export(run_id, fmt).id
+                        st.session_state[f"export_for_{fmt}"] = run_id
                     except TLabError as e:
                         st.error(plain(e))
+                    else:
+                        st.rerun()  # a full run starts the progress fragment's timer
+                task_progress(task_key, running, f"Exporting to {title} and checking it…", "Export failed:")
             else:
-                st.download_button(f"{title} ({export.FORMATS[fmt]})", lambda fmt=fmt: _export_bytes(run_id, _mtime(), fmt),
+                st.download_button(f"{title} ({export.FORMATS[fmt]})", lambda p=done[0]: Path(p).read_bytes(),
                                    file_name=export.file_name(run_id, fmt), mime=export.MIME[fmt], key=f"export_{fmt}",
                                    on_click="ignore", type="primary", width="stretch")
-                st.caption(done)
+                st.caption(done[1])
     st.caption("From a terminal: `python -m core export --run RUN_ID --format pt|torchscript|onnx --verify`.")

@@ -1,13 +1,14 @@
 """Runs made and queued: a run and its from-scratch twin, a group of runs
 checked once at this entry point (the worker checks each again in its own
 process), and the pages' other heavy work (the LR finder, the strategy
-advisor) as background tasks."""
+advisor, an export) as background tasks."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Sequence
 
+from core import paths
 from core.runs import jobs, tasks
 from core.runs.store import Store
 from core.train import data, strategies
@@ -72,3 +73,11 @@ def start_advisor(dataset: str, labels_per_class: int | None, image_size: int, s
     data.get(dataset)
     return tasks.start(["advise", "--dataset", dataset, "--labels-per-class", str(labels_per_class or "all"),
                         "--image-size", str(int(image_size)), "--seed", str(int(seed)), "--json"])
+
+
+def start_export(run_id: str, fmt: str) -> tasks.Task:
+    """A finished run exported (TorchScript or ONNX) into the data folder's
+    exports/ and checked against the PyTorch model on its test images, in a
+    background task; its --json output names the file and the check."""
+    paths.check_run_id(run_id)
+    return tasks.start(["export", "--run", run_id, "--format", fmt, "--verify", "--json"])

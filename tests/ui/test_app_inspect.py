@@ -53,6 +53,14 @@ def _array(value) -> np.ndarray:
     return np.asarray(value)
 
 
+def _wait(task) -> str:
+    """A background task's end state, waited for."""
+    deadline = time.monotonic() + TIMEOUT
+    while task.state == "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return task.state
+
+
 def _walk(node, key: str, inside: bool = False):
     """Image elements (each with its captions) drawn inside the container with this key."""
     inside = inside or getattr(node, "key", None) == key
@@ -136,6 +144,10 @@ def test_inspect_page_feature_space_filters_feature_maps_and_a_checked_export(ti
                                                                     "stage2", "stage3"]
     at.button(key="export_build_torchscript").click().run()
     assert not at.exception, at.exception
+    assert at.button(key="export_build_torchscript").disabled  # exporting in a background task
+    assert _wait(tasks.get(at.session_state["export_task_torchscript"])) == "finished"
+    at.run()  # in a browser the progress fragment's timer reruns the page when the task ends
+    assert at.get("download_button")[1].proto.label.startswith("TorchScript")
     assert any("same top-1 for 100.0%" in c.value for c in at.caption), [c.value for c in at.caption]
 
 
@@ -153,10 +165,7 @@ def test_lr_finder_fills_the_experiment_form(monkeypatch):
     assert not at.exception, at.exception
     task = tasks.get(at.session_state["lr_finder_task"])  # a background task: the page stays responsive
     assert at.button(key="lr_finder_run").disabled and task.state == "running"
-    deadline = time.monotonic() + TIMEOUT
-    while task.state == "running" and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert task.state == "finished", task.error()
+    assert _wait(task) == "finished", task.error()
     at.run()  # in a browser the progress fragment's timer reruns the page when the task ends
     assert any(json.loads(c.proto.spec)["layout"]["title"]["text"] == "Learning-rate finder" for c in at.get("plotly_chart"))
     use = at.button(key="lr_finder_use")
