@@ -91,9 +91,13 @@ class Strategy:
     lr_factor: Callable[[int, RunConfig], float] = same_lr
     changes: Callable[[RunConfig, int], list[int]] = never
 
+    def base_lr(self, cfg: RunConfig) -> float:
+        """The head's LR: the config's, else this strategy's default."""
+        return cfg.lr if cfg.lr is not None else self.default_lr
+
     def settings(self, groups: Sequence[str], cfg: RunConfig, epoch: int = 0) -> dict[str, tuple[bool, float]]:
         """Layer group -> (frozen, lr) at a 0-based epoch; a frozen group's lr is 0.0."""
-        lr = cfg.lr if cfg.lr is not None else self.default_lr
+        lr = self.base_lr(cfg)
         trainable = self.trains(groups, cfg, epoch)
         n = len(groups)
         return {g: (False, lr * self.lr_factor(n - 1 - i, cfg)) if g in trainable else (True, 0.0)
@@ -143,7 +147,7 @@ def race() -> list[str]:
 
 
 def base_lr(cfg: RunConfig) -> float:
-    return cfg.lr if cfg.lr is not None else get(cfg.strategy).default_lr
+    return get(cfg.strategy).base_lr(cfg)
 
 
 def group_settings(spec: BackboneSpec, cfg: RunConfig, epoch: int = 0) -> dict[str, tuple[bool, float]]:
