@@ -42,7 +42,7 @@ def _fast_scatter(**props) -> go.Scatter:
     """A `go.Scatter` from the builders' own, known-good properties, without
     plotly's per-property validation: the multi-run charts draw a hundred
     traces per refresh, and checking each costs more than drawing it. The
-    JSON sent to the browser is the same (tests/test_charts.py checks it)."""
+    JSON sent to the browser is the same (tests/ui/test_charts.py checks it)."""
     arrays = {k: v.to_numpy() for k, v in props.items() if isinstance(v, (pd.Series, pd.Index))}
     return go.Scatter(**{**props, **arrays}, _validate=False)
 
