@@ -11,12 +11,16 @@ from core.service import forms, launching
 from core.train import backbones, data, strategies, weights
 from core.train.config import RunConfig
 from ui import charts, seeing
+from ui import settings as settings_ui
 from ui.advisor import advisor_section
 from ui.common import label, plain, plain_rows, store
 
 DEFAULTS = RunConfig()  # the offline demo: Lite0 (bundled ImageNet weights), full fine-tuning, digits, 64 px, 3 epochs
 UPLOAD, FOLDER = "upload a ZIP of class folders", "a folder on this machine"
 SINGLE, RACE, SWEEP, DISTILL = "Single run", "Strategy race", "Labels-per-class sweep", "Knowledge distillation"
+# The RunConfig fields this form has a widget for; an uploaded settings file's other fields are kept as they are.
+FORM_FIELDS = ("backbone", "strategy", "dataset", "epochs", "image_size", "batch_size", "lr", "labels_per_class", "seed",
+               "device", "augment", "weights", "freeze_stages", "lr_decay", "unfreeze_every", "processes", "compile")
 
 st.title("Transfer Learning Lab")
 st.caption(
@@ -28,6 +32,8 @@ st.caption(
 left, right = st.columns([5, 6], gap="large")
 
 with left:
+    settings_ui.upload_section(FORM_FIELDS, FOLDER, "race_strategies",
+                               {experiments.RACE: RACE, experiments.SWEEP: SWEEP, experiments.DISTILL: DISTILL})
     st.subheader("Model")
     bb_names = list(backbones.REGISTRY)
     availability = {n: weights.availability(backbones.get(n)) for n in bb_names}
@@ -129,11 +135,11 @@ with left:
                                 help="Faster training steps after a slow start (compiling takes a minute or more): "
                                      "worth it on a GPU and for long runs, rarely for a short CPU run.")
 
-cfg = forms.config_from(dict(backbone=backbone, strategy=strategy, dataset=dataset, epochs=int(epochs),
+cfg = settings_ui.with_extras(forms.config_from(dict(backbone=backbone, strategy=strategy, dataset=dataset, epochs=int(epochs),
                               image_size=int(image_size), batch_size=int(batch_size), lr=float(lr),
                               labels_per_class=int(labels) or None, seed=int(seed), device=device, augment=augment,
                               weights=weights_file, freeze_stages=int(freeze_stages), lr_decay=float(lr_decay),
-                              unfreeze_every=int(unfreeze_every), processes=int(processes), compile=compile_model))
+                              unfreeze_every=int(unfreeze_every), processes=int(processes), compile=compile_model)), FORM_FIELDS)
 
 with right:
     advisor_section(cfg, dataset is not None)
@@ -161,6 +167,7 @@ with right:
                          "or a student distilled from a finished teacher run.")
     runs_to_launch: list[RunConfig] = []
     kind, side_by_side, problem, batch = "", False, None, None
+    group_options: dict = {}
     if dataset is None:
         problem = "Choose your images first: upload a ZIP of class folders, or give a folder path."
     if mode == SINGLE:
@@ -176,6 +183,7 @@ with right:
         picked = st.multiselect("Strategies in the race", strat_names, default=strategies.race(),
                                 format_func=lambda n: strategies.get(n).title, key="race_strategies")
         summary = f"{len(picked)} strategies on {spec.title}, same data, budget and seed, one after the other."
+        group_options = dict(strategies=picked)
         try:
             runs_to_launch = experiments.race_configs(cfg, picked)
         except TLabError as e:
@@ -196,6 +204,7 @@ with right:
         except TLabError as e:
             problem = problem or str(e)
         summary = f"{len(runs_to_launch)} runs of {int(steps)} steps each: test accuracy against labels per class."
+        group_options = dict(strategies=picked, labels=labels_pick, seeds=int(seeds), steps=int(steps))
     else:
         kind = experiments.DISTILL
         all_runs = store().runs()
@@ -218,6 +227,7 @@ with right:
             except TLabError as e:
                 problem = problem or str(e)
             st.caption("The student trains on the teacher's dataset, split and budget.")
+            group_options = dict(teacher=teacher_id, student=student, temperature=float(temperature), alpha=float(alpha))
     if problem is None:
         try:
             batch = launching.prepare(runs_to_launch or [cfg], kind, side_by_side)
@@ -227,6 +237,7 @@ with right:
         st.warning(plain(problem))
     seeing.lr_finder_section(cfg, f"lr_{strategy}", (1e-6, 1.0), problem)
     st.write(f"**Will train:** {plain(summary)}")
+    settings_ui.download_section(cfg, runs_to_launch or [cfg], kind, dataset is None, **group_options)
     if st.button("Launch", type="primary", key="launch", disabled=problem is not None, width="stretch"):
         try:
             group, ids = launching.launch(batch, store())

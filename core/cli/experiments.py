@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 
-from core.cli.options import run_config, train_options
+from core.cli.options import config_file_option, given, run_configs, settings_file, train_options
 from core.cli.output import fmt, print_table, result_of
 
 
@@ -23,13 +23,24 @@ def group_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
+SWEEP_IMAGE_SIZE = 48  # sweep-labels' own default: many short runs
+
+
+def _listed_or(args, defaults: dict | None = None) -> tuple[list, bool]:
+    """With a group file (`--config`), its runs as listed (flags over each) and
+    True; otherwise the one base run the command builds its group from, and False."""
+    cfgs, kind = run_configs(args, check=False, defaults=defaults)
+    return cfgs, len(cfgs) > 1 or bool(kind)
+
+
 def cmd_race(args) -> int:
     from core.runs import experiments
 
     names = [n.strip() for n in args.strategies.split(",") if n.strip()]
     from core.service import launching
 
-    cfgs = experiments.race_configs(run_config(args, check=False), names)
+    cfgs, listed = _listed_or(args)
+    cfgs = cfgs if listed else experiments.race_configs(cfgs[0], names)
     group, ids = launching.launch(launching.prepare(cfgs, experiments.RACE))
     print(f"race {group}: {len(ids)} runs queued ({', '.join(names)})", file=sys.stderr)
     rows = group_rows(experiments.wait_all(ids))
@@ -47,8 +58,9 @@ def cmd_sweep(args) -> int:
     names = [n.strip() for n in args.strategies.split(",") if n.strip()]
     from core.service import launching
 
-    cfgs = experiments.sweep_configs(run_config(args, check=False), names, experiments.parse_labels(args.labels),
-                                     args.seeds, args.steps)
+    cfgs, listed = _listed_or(args, defaults={"image_size": SWEEP_IMAGE_SIZE})
+    if not listed:
+        cfgs = experiments.sweep_configs(cfgs[0], names, experiments.parse_labels(args.labels), args.seeds, args.steps)
     group, ids = launching.launch(launching.prepare(cfgs, experiments.SWEEP))
     print(f"sweep {group}: {len(ids)} runs queued", file=sys.stderr)
     rows = experiments.wait_all(ids)
@@ -68,8 +80,24 @@ def cmd_distill(args) -> int:
     from core.train import distill
 
     store = Store()
+    sf = settings_file(args)
+    if sf is not None and sf.group:  # a group file: its runs as listed, the teacher the one they name
+        cfgs, _ = run_configs(args, check=False)
+        args.teacher = args.teacher or cfgs[0].teacher
+    else:  # a run file (the student's settings) fills what the flags leave out
+        f = {**(sf.runs[0] if sf else {}), **given(args)}
+        args.teacher = args.teacher or f.get("teacher")
+        cfgs = None
+    if not args.teacher:
+        from core.errors import ConfigError
+
+        raise ConfigError("distill needs a teacher: --teacher RUN_ID (a finished run), or `teacher = \"RUN_ID\"` in the --config file.")
     teacher = store.run(args.teacher)
-    cfgs = experiments.distill_configs(teacher, args.student, args.temperature, args.alpha, args.epochs, args.image_size)
+    if cfgs is None:
+        cfgs = experiments.distill_configs(teacher, args.student or f.get("backbone") or "small_cnn",
+                                           args.temperature or f.get("temperature") or 4.0,
+                                           f.get("alpha", 0.9) if args.alpha is None else args.alpha,
+                                           args.epochs or f.get("epochs"), args.image_size or f.get("image_size"))
     group, ids = launching.launch(launching.prepare(cfgs, experiments.DISTILL), store)
     print(f"distill {group}: student {args.student} with and without teacher {args.teacher}", file=sys.stderr)
     kd, alone = experiments.wait_all(ids, store)
@@ -89,24 +117,26 @@ def cmd_distill(args) -> int:
 
 def register(sub) -> None:
     sp = sub.add_parser("race", help="one backbone and dataset under several strategies, same budget")
-    train_options(sp)
+    train_options(sp, group_file=True)
     sp.add_argument("--strategies", default="feature_extraction,full,scratch", help="comma-separated strategies")
     sp.set_defaults(func=cmd_race)
 
     sp = sub.add_parser("sweep-labels", help="test accuracy vs labels per class, transfer vs scratch, several seeds")
-    train_options(sp)
+    train_options(sp, skip=("steps",), group_file=True)
     sp.add_argument("--strategies", default="full,scratch", help="comma-separated strategies")
     sp.add_argument("--labels", default="1,5,10,25,50,all", help="labels per class to try, comma-separated; 'all' for all")
     sp.add_argument("--seeds", type=int, default=3, help="seeds per point")
     sp.add_argument("--steps", type=int, default=100, help="optimisation steps per run, whatever the labels")
-    sp.set_defaults(func=cmd_sweep, image_size=48)
+    sp.set_defaults(func=cmd_sweep)
 
     sp = sub.add_parser("distill", help="a student learns from a finished teacher run; the student alone as twin")
-    sp.add_argument("--teacher", required=True, help="the teacher's run id (a finished run)")
-    sp.add_argument("--student", default="small_cnn", help="student backbone")
-    sp.add_argument("--temperature", type=float, default=4.0)
-    sp.add_argument("--alpha", type=float, default=0.9, help="weight of the teacher's soft targets")
+    sp.add_argument("--teacher", default=None, help="the teacher's run id (a finished run)")
+    sp.add_argument("--student", default=None, help="student backbone (default: small_cnn)")
+    sp.add_argument("--temperature", type=float, default=None, help="default: 4")
+    sp.add_argument("--alpha", type=float, default=None, help="weight of the teacher's soft targets (default: 0.9)")
     sp.add_argument("--epochs", type=int, default=None, help="default: the teacher's")
     sp.add_argument("--image-size", type=int, default=None, help="default: the teacher's")
+    config_file_option(sp, "the student's run file (teacher, backbone, temperature, alpha, epochs, image_size), "
+                           "or a group file listing the two runs")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_distill)

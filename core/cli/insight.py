@@ -328,7 +328,7 @@ def register(sub) -> None:
     sp.set_defaults(func=cmd_feature_maps)
 
     sp = sub.add_parser("lr-find", help="LR range test for a run as configured; suggests a learning rate")
-    train_options(sp)
+    train_options(sp, skip=("steps",))
     sp.add_argument("--steps", type=int, default=100, help="steps of the range test (default 100)")
     sp.add_argument("--start-lr", type=float, default=1e-7)
     sp.add_argument("--end-lr", type=float, default=10.0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
-from core.cli.options import run_config, train_options
+from core.cli.options import run_config, run_configs, train_options
 from core.cli.output import finish
 
 
@@ -59,8 +59,13 @@ def cmd_train(args) -> int:
 def cmd_launch(args) -> int:
     from core.service import launching
 
-    run_id = launching.launch_one(run_config(args, check=False))
-    print(json.dumps({"run_id": run_id, "status": "queued"}) if args.json else run_id)
+    cfgs, kind = run_configs(args, check=False)
+    if len(cfgs) == 1 and not kind:
+        run_id = launching.launch_one(cfgs[0])
+        print(json.dumps({"run_id": run_id, "status": "queued"}) if args.json else run_id)
+        return 0
+    group, ids = launching.launch(launching.prepare(cfgs, kind))  # a group file: its runs, as one group
+    print(json.dumps({"group_id": group, "run_ids": ids, "status": "queued"}) if args.json else "\n".join(ids))
     return 0
 
 
@@ -68,5 +73,5 @@ def register(sub) -> None:
     for name, fn, helptext in [("train", cmd_train, "train one run in the foreground"),
                                ("launch", cmd_launch, "queue a run for the background worker; prints its id")]:
         sp = sub.add_parser(name, help=helptext)
-        train_options(sp)
+        train_options(sp, group_file=name == "launch")
         sp.set_defaults(func=fn)

@@ -186,6 +186,8 @@ def execute(store: Store | None, run_id: str, listeners: tuple = (), ctx=None) -
     try:
         config_json, resume = ctx.broadcast((store.run(run_id)["config"], ckpt.exists()) if main else None)
         cfg = validate(RunConfig.from_json(config_json))  # the worker's own check: the registries here and now
+        if main:
+            write_settings(run_dir, cfg)
         resume_from = ckpt if resume else None  # the listener drops metrics past it
         trainer = engine.Trainer(cfg, run_dir, run_id, (StoreListener(store, run_id), *listeners) if main else (),
                                  _CancelPoll(store, run_id) if main else None, ctx)
@@ -207,6 +209,16 @@ def execute(store: Store | None, run_id: str, listeners: tuple = (), ctx=None) -
                   val_accuracy=result.val_accuracy, best_val_accuracy=result.best_val_accuracy, epochs_done=result.epochs)
     _surviving_sigterm(store.end_run, run_id, **ending)
     return store.run(run_id)
+
+
+def write_settings(run_dir, cfg: RunConfig) -> None:
+    """The run's settings as `config.toml` in its folder, for a person to read, diff and train again."""
+    from core.train import runfile
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / "config.toml.part"
+    tmp.write_text(runfile.dumps(cfg), encoding="utf-8")
+    tmp.replace(run_dir / "config.toml")
 
 
 def _surviving_sigterm(record, *args, **kwargs):
