@@ -9,7 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.errors import TLabError
-from core.insight import embeddings, explain, export, predict
+from core.insight import bundle, embeddings, explain, export, predict
 from core.service import launching, looking
 from core.train import strategies
 from ui import charts, seeing
@@ -153,15 +153,16 @@ with maps:
 with files:
     st.caption("TorchScript and ONNX take RGB images scaled to [0, 1], "
                f"{loaded.image_size}×{loaded.image_size}, any batch size, and return logits; the normalisation is "
-               "inside them. The checkpoint ZIP holds the state dict, config.json and the class names.")
+               "inside them. Every download is a bundle: the model file, its weights as safetensors, signature.json (classes, "
+               "input, preprocessing) and a README model card with five-line loading code.")
 
     @st.cache_data(show_spinner=False, max_entries=8)
     def _export_bytes(run_id: str, mtime: float, fmt: str) -> bytes:
-        return export.to_bytes(seeing.run_model(run_id), fmt)
+        return bundle.build(seeing.run_model(run_id), fmt, {"run_id": run_id})
 
     c1, c2, c3 = st.columns(3)
-    c1.download_button("Checkpoint (.zip: .pt + config.json)", lambda: _export_bytes(run_id, _mtime(), "pt"),
-                       file_name=export.file_name(run_id, "pt"), mime=export.MIME["pt"], key="export_pt",
+    c1.download_button("Checkpoint bundle (.zip)", lambda: _export_bytes(run_id, _mtime(), "pt"),
+                       file_name=bundle.file_name(run_id, "pt"), mime="application/zip", key="export_pt",
                        on_click="ignore", width="stretch")
     for col, fmt, title in ((c2, "torchscript", "TorchScript"), (c3, "onnx", "ONNX")):
         with col:
@@ -185,8 +186,8 @@ with files:
                         st.rerun()  # a full run starts the progress fragment's timer
                 task_progress(task_key, running, f"Exporting to {title} and checking it…", "Export failed:")
             else:
-                st.download_button(f"{title} ({export.FORMATS[fmt]})", lambda p=done[0]: Path(p).read_bytes(),
-                                   file_name=export.file_name(run_id, fmt), mime=export.MIME[fmt], key=f"export_{fmt}",
+                st.download_button(f"{title} bundle (.zip)", lambda p=done[0]: Path(p).read_bytes(),
+                                   file_name=bundle.file_name(run_id, fmt), mime="application/zip", key=f"export_{fmt}",
                                    on_click="ignore", type="primary", width="stretch")
                 st.caption(done[1])
     st.caption("From a terminal: `python -m core export --run RUN_ID --format pt|torchscript|onnx --verify`.")

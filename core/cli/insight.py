@@ -263,14 +263,32 @@ def cmd_lr_find(args) -> int:
     return 0
 
 
+def _run_facts(run_id: str) -> dict:
+    """The run's id and what its result recorded (calibration, when the run measured it), for the model card."""
+    from core.runs.store import Store
+
+    try:
+        row = Store().run(run_id)
+    except TLabError:
+        return {"run_id": run_id}
+    result = json.loads(row.get("result") or "{}")
+    return {"run_id": run_id, **{k: v for k, v in result.items() if "calibrat" in k or k == "ece"}}
+
+
 def cmd_export(args) -> int:
     from core.insight import export
 
     from core import paths
 
+    from core.insight import bundle
+
     loaded = _loaded(args.run)
-    target = args.out or paths.home() / "exports" / export.file_name(loaded.checkpoint.parent.name, args.format)
-    out = export.export(loaded, args.format, target)
+    run_id = loaded.checkpoint.parent.name
+    target = Path(args.out or paths.home() / "exports" / bundle.file_name(run_id, args.format))
+    if target.suffix.lower() == ".zip":  # a bundle: model file, safetensors, signature.json, README.md
+        out = bundle.write(loaded, args.format, target, _run_facts(run_id))
+    else:  # only the model file, for a script that wants just it
+        out = export.export(loaded, args.format, target)
     size = out.stat().st_size / 1e6
     info = {"out": str(out), "format": args.format, "megabytes": round(size, 3)}
     text = f"exported {loaded.spec.title} ({loaded.num_classes} classes, {loaded.image_size} px) as {args.format} -> {out} ({size:.2f} MB)"
@@ -339,6 +357,7 @@ def register(sub) -> None:
     sp = sub.add_parser("export", help="a finished run as a pt checkpoint ZIP, TorchScript or ONNX")
     run_arg(sp)
     sp.add_argument("--format", required=True, choices=["pt", "torchscript", "onnx"])
-    sp.add_argument("--out", default=None, help="file to write, inside the data folder (default: exports/RUN-FORMAT.ext there)")
+    sp.add_argument("--out", default=None, help="the bundle to write, a .zip inside the data folder (default: "
+                                                "exports/RUN-FORMAT.zip there); a name ending in .onnx or .pt writes only the model file")
     sp.add_argument("--verify", action="store_true", help="compare the export with the PyTorch model on the test split")
     sp.set_defaults(func=cmd_export)

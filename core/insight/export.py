@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 FORMATS = {"pt": ".zip", "torchscript": ".pt", "onnx": ".onnx"}
 MIME = {"pt": "application/zip", "torchscript": "application/octet-stream", "onnx": "application/octet-stream"}
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
+# The model file's name inside an export bundle (core/insight/bundle.py).
+MODEL_FILES = {"pt": "model.pt", "torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
 
 
 class ExportError(TLabError):
@@ -192,11 +194,16 @@ class Verification:
 
 def runner(path: str | Path, fmt: str):
     """A function: float images in [0, 1] (N, 3, S, S) -> logits (numpy), from
-    an exported torchscript or onnx file."""
+    an exported torchscript or onnx file, or the bundle (ZIP) that holds it."""
+    source = str(path)
+    if fmt in ("torchscript", "onnx") and zipfile.is_zipfile(path):  # a TorchScript file is a ZIP too
+        with zipfile.ZipFile(path) as zf:
+            if MODEL_FILES[fmt] in zf.namelist():
+                source = zf.read(MODEL_FILES[fmt])
     if fmt == "torchscript":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream
-            module = torch.jit.load(str(path), map_location="cpu")
+            module = torch.jit.load(io.BytesIO(source) if isinstance(source, bytes) else source, map_location="cpu")
 
         def run_ts(images01: torch.Tensor) -> np.ndarray:
             with torch.no_grad():
@@ -208,7 +215,7 @@ def runner(path: str | Path, fmt: str):
             import onnxruntime as ort
         except ImportError:
             raise CheckerMissing("Checking an ONNX export needs onnxruntime: pip install onnxruntime.") from None
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
         return lambda images01: session.run([OUTPUT_NAME], {INPUT_NAME: images01.numpy().astype(np.float32)})[0]
     raise ExportError(f"{fmt} exports are checked by loading their state dict; verify takes torchscript or onnx.")
 
