@@ -19,6 +19,7 @@ from typing import Sequence
 
 from core import children, faults, paths
 from core.errors import TLabError
+from core.runs import tensorboard
 from core.runs.store import TERMINAL, Store, StoreError, StoreListener, format_exception, new_group_id
 from core.train.config import RunConfig
 from core.train.validate import validate
@@ -189,7 +190,8 @@ def execute(store: Store | None, run_id: str, listeners: tuple = (), ctx=None) -
         if main:
             write_settings(run_dir, cfg)
         resume_from = ckpt if resume else None  # the listener drops metrics past it
-        trainer = engine.Trainer(cfg, run_dir, run_id, (StoreListener(store, run_id), *listeners) if main else (),
+        own = (StoreListener(store, run_id), *tensorboard.listeners(run_id, run_dir)) if main else ()
+        trainer = engine.Trainer(cfg, run_dir, run_id, (*own, *listeners) if main else (),
                                  _CancelPoll(store, run_id) if main else None, ctx)
         result = trainer.run(resume_from=resume_from)
     except KeyboardInterrupt:

@@ -131,10 +131,4 @@ def test_race_and_sweep_take_a_run_file_as_their_base(tmp_path, no_workers, monk
     sweep = [RunConfig.from_json(c) for c in Store().runs()["config"] if '"steps": 7' in c]
     assert len(sweep) == 1 and sweep[0].image_size == 32 and sweep[0].labels_per_class == 1  # the file's size, not 48
 
-
-def test_a_run_writes_its_settings_into_its_folder(isolated_home):
-    cfg = RunConfig(backbone="mlp", strategy="scratch", image_size=16, epochs=1, device="cpu", labels_per_class=3)
-    row = jobs.run_foreground(cfg)
-    text = (isolated_home / row["id"] / "config.toml").read_text()
-    assert tomllib.loads(text)["backbone"] == "mlp"
-    assert RunConfig.from_dict(runfile.loads(text).runs[0]) == cfg
+# That a real run writes config.toml into its folder: tests/runs/test_tensorboard.py.
