@@ -7,6 +7,7 @@ gradients of the last step, its weights) for the test to compare.
    of the features, then they are gathered), DDP over the head; rank 0 also
    trains the same run alone, as the one-process reference."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -42,5 +43,9 @@ def head_run(dist):
 saved["fe"] = head_run(ctx)
 if ctx.is_main:
     saved["fe_single"] = head_run(distributed.SINGLE)
-torch.save(saved, out / f"rank{ctx.rank}.pt")
 distributed.shutdown()
+# After leaving the group, none of the backend's threads may outlive it: one that is still there at
+# interpreter exit can take the GIL while Python finalizes, which aborts the process (SIGABRT).
+saved["threads_after_shutdown"] = sorted(
+    Path(f"/proc/self/task/{t}/comm").read_text().strip() for t in os.listdir("/proc/self/task"))
+torch.save(saved, out / f"rank{ctx.rank}.pt")

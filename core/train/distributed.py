@@ -196,6 +196,12 @@ def init(device_name: str) -> Dist:
     if device_name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' was asked for, but PyTorch sees no CUDA GPU here: choose auto or cpu.")
     timeout = datetime.timedelta(seconds=timeout_seconds())
+    # Before the group exists, not after: DDP's constructor imports torch.distributed.nn.functional, whose
+    # functions take `group=group.WORLD` as a default argument, read at import. Imported once the group
+    # exists, they hold the world group for good, so destroy_process_group can't end it: its gloo threads
+    # live on into interpreter exit, where one that touches a Python object aborts the process
+    # ("terminate called without an active exception": seen on rank 1 in 2 of 22 finished runs under load).
+    import torch.distributed.nn.functional  # noqa: F401
     if cuda:
         if local_rank >= torch.cuda.device_count():
             raise ConfigError(f"torchrun started {local_world} processes on this machine but it has "
