@@ -11,9 +11,11 @@ from core.runs import experiments
 from core.train import distill, strategies
 from ui import charts, seeing
 from ui.common import config_of, label, latest_group, pick_runs, plain, plain_rows, store
+from ui.sharing import download_pack, upload_pack
 
 st.title("Compare")
 st.caption("Runs side by side: how accurate, how fast, with how many trainable parameters.")
+upload_pack("compare_pack_upload")
 s = store()
 runs = s.runs()
 if runs.empty:
@@ -25,6 +27,8 @@ if not selected:
     st.warning("Pick at least one run to compare.")
     st.stop()
 df = runs[runs["id"].isin(selected)].copy()
+download_pack(selected, set(done[done["status"].isin(("finished", "failed", "cancelled", "interrupted"))]["id"]),
+              "compare_pack_download")
 epochs = s.metrics(selected)
 kind = df["kind"].iloc[0] if df["group_id"].nunique() == 1 and df["kind"].nunique() == 1 else ""
 

@@ -12,6 +12,7 @@ from core.runs import jobs
 from core.train import strategies
 from ui import charts
 from ui.common import config_of, label, latest_group, pick_runs, plain, store
+from ui.sharing import download_pack, upload_pack
 
 ACTIVE = ("queued", "running")
 # Long runs log tens of thousands of steps: each refresh reads at most about this
@@ -20,6 +21,7 @@ STEP_POINTS = 500
 REFRESH_SECONDS = 2.0  # live enough; each refresh redraws six charts, which on 2 cores competes with training
 
 st.title("Live")
+upload_pack("live_pack_upload")
 s = store()
 runs = s.runs()
 if runs.empty:
@@ -36,6 +38,7 @@ if not selected:
     st.stop()
 by_id = {r["id"]: r for r in runs.to_dict("records")}
 anything_active = bool(runs[runs["id"].isin(selected)]["status"].isin(ACTIVE).any())
+download_pack(selected, {i for i, r in by_id.items() if r["status"] not in ACTIVE}, "live_pack_download")
 map_run = st.selectbox("Layer map of", selected, format_func=lambda i: label(by_id[i]), key="live_map_run")
 
 

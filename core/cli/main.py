@@ -8,7 +8,7 @@ import logging
 import sys
 from typing import Sequence
 
-from core.cli import adapt, advise, catalog, distributed, experiments, insight, predict, runs, skipdemo, train
+from core.cli import adapt, advise, catalog, distributed, experiments, insight, predict, runs, sharing, skipdemo, train
 from core.errors import TLabError
 
 log = logging.getLogger("core")
@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     train,  # train, launch
     experiments,  # race, sweep-labels, distill
     runs,  # runs, show, wait, cancel, resume, worker
+    sharing,  # pack, unpack, export-mlflow
     predict,
     insight,  # explain, evaluate, embed, filters, feature-maps, lr-find, export
     distributed,  # run-rank: one process of a run under torchrun

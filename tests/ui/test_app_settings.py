@@ -87,3 +87,29 @@ def test_a_bad_settings_file_is_one_message_and_the_form_stays(downloads):
     assert not at.exception, at.exception
     assert any("unknown setting(s) learning" in e.value and "Known settings" in e.value for e in at.error)
     assert at.selectbox(key="backbone").value == "efficientnet_lite0"
+
+
+def test_compare_page_of_an_empty_data_folder_takes_a_pack(isolated_home):
+    import io
+    import json
+    import zipfile
+
+    from core.runs import portable
+
+    rows = {"runs": {"columns": ["id", "group_id", "name", "config", "status", "created", "test_accuracy", "epochs_done"],
+                     "rows": [["20261201-101010-abcdef", "g-1", "from the cluster", RunConfig().to_json(), "finished", 1.0, 0.91, 3]]},
+            "epoch_metrics": {"columns": ["run_id", "epoch", "train_loss", "val_accuracy"],
+                              "rows": [["20261201-101010-abcdef", e, 1.0 / e, 0.3 * e] for e in (1, 2, 3)]}}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("manifest.json", json.dumps({"format": portable.FORMAT, "schema": 3, "runs": ["20261201-101010-abcdef"]}))
+        zf.writestr("store/20261201-101010-abcdef.json", json.dumps(rows))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.switch_page("views/compare.py").run()
+    assert any("No runs yet" in i.value for i in at.info)
+    at.file_uploader(key="compare_pack_upload").set_value(("runs.zip", buf.getvalue(), "application/zip")).run()
+    assert not at.exception, at.exception
+    assert any("Added 1 run(s) from runs.zip" in s.value for s in at.success)
+    assert at.multiselect(key="compare_pick").value == ["20261201-101010-abcdef"]
+    at.file_uploader(key="compare_pack_upload").set_value(("again.zip", buf.getvalue(), "application/zip")).run()
+    assert any("already has run(s)" in e.value for e in at.error)
