@@ -190,7 +190,7 @@ def execute(store: Store | None, run_id: str, listeners: tuple = (), ctx=None) -
         if main:
             write_settings(run_dir, cfg)
         resume_from = ckpt if resume else None  # the listener drops metrics past it
-        own = (StoreListener(store, run_id), *tensorboard.listeners(run_id, run_dir)) if main else ()
+        own = (StoreListener(store, run_id), *tensorboard.listeners(run_id, run_dir), *_mlflow(store, run_id)) if main else ()
         trainer = engine.Trainer(cfg, run_dir, run_id, (*own, *listeners) if main else (),
                                  _CancelPoll(store, run_id) if main else None, ctx)
         result = trainer.run(resume_from=resume_from)
@@ -211,6 +211,14 @@ def execute(store: Store | None, run_id: str, listeners: tuple = (), ctx=None) -
                   val_accuracy=result.val_accuracy, best_val_accuracy=result.best_val_accuracy, epochs_done=result.epochs)
     _surviving_sigterm(store.end_run, run_id, **ending)
     return store.run(run_id)
+
+
+def _mlflow(store: Store, run_id: str) -> tuple:
+    """The live MLflow listener, when MLFLOW_TRACKING_URI is set."""
+    from core.runs import mlflow_log
+
+    row = store.run(run_id)
+    return mlflow_log.listeners(run_id, row["group_id"], row.get("kind", ""))
 
 
 def write_settings(run_dir, cfg: RunConfig) -> None:
