@@ -124,10 +124,12 @@ def folder_roots(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path, monkeypatch):
-    """Each test gets its own data folder and an empty torch hub cache."""
+    """Each test gets its own data folder, an empty torch hub cache and an empty Hugging Face cache."""
     home = tmp_path / "tlab"
     monkeypatch.setenv("TLAB_HOME", str(home))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     return home
 
 

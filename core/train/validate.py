@@ -22,9 +22,29 @@ def validate(cfg: RunConfig) -> RunConfig:
         if not folder.exists():
             raise ConfigError(f"Folder or ZIP {folder} does not exist. Give a folder with one subfolder per class, or a ZIP of them.")
     spec = backbones.get(cfg.backbone)
+    check_image_size(spec, cfg.image_size)
     if strategies.get(cfg.strategy).pretrained and not spec.has_pretrained and not cfg.weights:
         raise ConfigError(
             f"{spec.title} has no pretrained weights, so '{cfg.strategy}' has nothing to transfer: "
             f"use the '{strategies.baseline().name}' strategy or pass a weights file."
         )
     return cfg
+
+
+def allowed_sizes(spec: backbones.BackboneSpec, size: int) -> list[int]:
+    """The sizes the backbone takes nearest to `size`: one, or the two either side."""
+    m = spec.size_multiple
+    lowest = -(-spec.min_size // m) * m
+    return sorted({max(lowest, size // m * m), max(lowest, -(-size // m) * m)})
+
+
+def check_image_size(spec: backbones.BackboneSpec, size: int) -> None:
+    """A ConfigError naming the nearest allowed size when the backbone can't take `size`
+    (a ViT's patch multiple, a minimum so that its last feature map is at least 1x1)."""
+    if not isinstance(size, int) or (size % spec.size_multiple == 0 and size >= spec.min_size):
+        return
+    rule = (f"a multiple of {spec.size_multiple} px (its patch size), at least {spec.min_size} px"
+            if spec.size_multiple > 1 else f"at least {spec.min_size} px (its feature map shrinks {spec.min_size}x)")
+    near = allowed_sizes(spec, size)
+    raise ConfigError(f"{spec.title} can't take {size} px images: it needs {rule}. "
+                      f"The nearest allowed size is {' or '.join(f'{s} px' for s in near)}.")

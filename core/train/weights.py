@@ -1,5 +1,6 @@
 """Resolve pretrained weights: bundled package, local torch hub cache,
-download, or a file the user names.
+download, or a file the user names; a `timm:` backbone's come from the
+Hugging Face hub cache (`core.train.hub`).
 
 Every load goes through `torch.load(..., weights_only=True)`: a weights file
 is data, never code. The head of the source (ImageNet's 1000 classes, or
@@ -10,17 +11,16 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from core.errors import WeightsUnavailable
+from core.train import hub
+from core.train.state_files import assign as _assign, read_state_dict as _read
 
 log = logging.getLogger(__name__)
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _tv_weights(spec):
@@ -43,10 +43,17 @@ def cache_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
+def is_hub(spec) -> bool:
+    """The weights are a timm model's file in the Hugging Face hub cache."""
+    return bool(spec.weights) and spec.weights.startswith("hf:")
+
+
 def expected_file(spec) -> Path | None:
-    """Where the weights of a torchvision backbone sit in the hub cache."""
+    """Where the weights of a backbone sit in its cache (torch hub, or Hugging Face hub for `timm:` ones)."""
     if spec.weights in (None, "bundled"):
         return None
+    if is_hub(spec):
+        return hub.expected_file(spec)
     return cache_dir() / os.path.basename(_url(spec))
 
 
@@ -67,80 +74,9 @@ def availability(spec) -> str:
     if spec.weights == "bundled":
         f = bundled_file(spec)
         return "bundled" if f is not None and f.exists() else "none"
+    if is_hub(spec):
+        return hub.availability(spec)
     return "cached" if expected_file(spec).exists() else "download"
-
-
-def _read(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise WeightsUnavailable(f"Weights file {path} does not exist.") from None
-    except Exception as e:  # unpickling refused, truncated, not a torch file...
-        first = _ANSI.sub("", str(e)).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "Weights only load failed" in first:
-            # torch's text advises weights_only=False: never an option here.
-            unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-            first = (f"it refers to {unsafe.group(1)}, which is code, not tensor data, and is refused for safety"
-                     if unsafe else "it is corrupt or not a PyTorch file")
-        raise WeightsUnavailable(
-            f"Could not read weights file {path}: {first[:300]}. "
-            "It must be a PyTorch state dict saved with torch.save (tensors only)."
-        ) from None
-    for key in ("state_dict", "model"):  # our checkpoints and common trainers nest it
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsUnavailable(
-            f"Weights file {path} holds no state dict (a mapping of parameter names to tensors)."
-        )
-    return {k.removeprefix("module."): v for k, v in obj.items()}
-
-
-def _is_head(spec, key: str) -> bool:
-    return key.startswith(spec.head + ".")
-
-
-def _fit_pos_embed(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A ViT checkpoint's position embedding, resampled to the patch grid of
-    the model's image size (bicubic, class token kept): a 224 px checkpoint
-    then serves a 64 px run."""
-    pos, ours = state.get("pos_embed"), getattr(model, "pos_embed", None)
-    if pos is None or ours is None or pos.shape == ours.shape:
-        return state
-    from timm.layers import resample_abs_pos_embed
-
-    prefix = getattr(model, "num_prefix_tokens", 1)
-    grid = model.patch_embed.grid_size
-    return {**state, "pos_embed": resample_abs_pos_embed(pos, list(grid), num_prefix_tokens=prefix)}
-
-
-def _assign(spec, model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load every non-head tensor, checking names and shapes one by one."""
-    state = _fit_pos_embed(model, state)
-    target = {k: v for k, v in model.state_dict().items() if not _is_head(spec, k)}
-    given = {k: v for k, v in state.items() if not _is_head(spec, k)}
-    # BatchNorm's batch counter is absent from checkpoints saved before
-    # PyTorch 0.4.1, torchvision's ResNet files among them; it is not a weight.
-    missing = [k for k in target if k not in given and not k.endswith(".num_batches_tracked")]
-    if missing:
-        raise WeightsUnavailable(
-            f"{source} does not fit {spec.title}: it has no tensor {missing[0]!r} "
-            f"({len(given)} tensors given, {len(target)} expected). Is it for another architecture?"
-        )
-    extra = [k for k in given if k not in target]
-    if extra:
-        raise WeightsUnavailable(
-            f"{source} does not fit {spec.title}: unexpected tensor {extra[0]!r} "
-            f"({len(extra)} unexpected). Is it for another architecture?"
-        )
-    for key, got in given.items():
-        want = target[key]
-        if tuple(got.shape) != tuple(want.shape):
-            raise WeightsUnavailable(
-                f"{source} does not fit {spec.title}: {key!r} has shape {tuple(got.shape)}, "
-                f"expected {tuple(want.shape)}."
-            )
-    model.load_state_dict(given, strict=False)
 
 
 def _lukemelas_to_timm(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -168,6 +104,8 @@ def load_pretrained(spec, model: nn.Module) -> str:
             )
         _assign(spec, model, _lukemelas_to_timm(model, _read(path)), f"bundled file {path.name}")
         return "bundled"
+    if is_hub(spec):
+        return hub.load_pretrained(spec, model)
 
     path = expected_file(spec)
     if path.exists():
@@ -191,6 +129,8 @@ def load_pretrained(spec, model: nn.Module) -> str:
 def load_file(spec, model: nn.Module, path: str | os.PathLike) -> str:
     """Load a weights file the user named (state dict, or one of our checkpoints)."""
     path = Path(path).expanduser()
+    if is_hub(spec) or spec.name.startswith("timm:"):
+        return hub.load_file(spec, model, path)
     state = _read(path)
     if spec.weights == "bundled" and next(iter(state)).startswith("_conv_stem"):
         state = _lukemelas_to_timm(model, state)

@@ -179,15 +179,27 @@ def test_feature_maps_of_an_mlp_say_there_are_none():
         explain.feature_maps(backbones.build(mlp, 3, 16), mlp, torch.zeros(1, 3, 16, 16, dtype=torch.uint8))
 
 
-def test_a_vit_has_first_layer_filters_but_no_grad_cam_or_stage_maps():
+def test_a_vit_has_first_layer_filters_and_a_patch_token_grad_cam_but_no_stage_maps():
     vit = backbones.get("vit_small_dino")
     model = backbones.build(vit, 3, 32).eval()
     x = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
-    with pytest.raises(explain.NotAvailable, match="Grad-CAM is not available for"):
-        explain.gradcam(model, vit, x)
+    for method in explain.CAM_METHODS:
+        cam = explain.gradcam(model, vit, x, method=method)  # the patch tokens on their 2x2 grid, upsampled
+        assert cam.heatmap.shape == (32, 32) and cam.feature_size == (2, 2) and cam.layer == "blocks.11.norm1"
     with pytest.raises(explain.NotAvailable, match="no convolutional stages"):
         explain.feature_maps(model, vit, x)
     name, conv = explain.first_conv(model)  # the patch embedding: 384 filters of 16x16
     assert name == "patch_embed.proj" and conv.out_channels == 384
     assert explain.first_conv_filters(model)[1].shape == (8 * 30 + 2, 8 * 30 + 2, 3)  # the first 64 drawn
     assert embeddings.extract(model, vit, x).shape == (1, 384)
+
+
+@pytest.mark.parametrize("method", list(explain.CAM_METHODS))
+def test_grad_cam_plus_plus_and_grad_cam_both_find_the_planted_feature(method):
+    model = Planted().eval()
+    x, red, _ = _image(4)
+    cam = explain.gradcam(model, PLANTED, x, class_index=0, method=method)
+    py, px = np.unravel_index(np.argmax(cam.heatmap), cam.heatmap.shape)
+    assert red[0] - 1 <= py <= red[0] + 8 and red[1] - 1 <= px <= red[1] + 8 and cam.method == method
+    with pytest.raises(explain.NotAvailable, match="Unknown heat-map method"):
+        explain.gradcam(model, PLANTED, x, method="scorecam")

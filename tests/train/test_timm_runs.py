@@ -1,0 +1,48 @@
+"""Six timm families end to end on digits, pretrained from a Hugging Face
+cache written here (never the network): a tiny run trains, its checkpoint
+reads back, Grad-CAM draws (CNNs and transformers alike), and the ONNX export
+round-trips through onnxruntime. Each is a real training: slow."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from core.insight import explain, export
+from core.train import data, engine
+from core.train.checkpoint import load_run_model
+from core.train.config import RunConfig
+from helpers import fake_hf_cache
+
+FAMILIES = ["timm:resnet10t", "timm:convnext_atto", "timm:mobilenetv3_small_050", "timm:regnetx_002",
+            "timm:vit_tiny_patch16_224", "timm:swin_tiny_patch4_window7_224"]
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_a_family_trains_draws_grad_cam_and_exports(name, tmp_path, monkeypatch, isolated_home):
+    states = fake_hf_cache(tmp_path / "hf", [name])
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    cfg = RunConfig(backbone=name, strategy="partial", freeze_stages=1, dataset="digits", epochs=1, steps=4,
+                    image_size=32, batch_size=16, device="cpu", val_fraction=0.05, test_fraction=0.05)
+    result = engine.train(cfg, run_dir=tmp_path / "run")
+    assert result.status == "finished", result.reason
+    assert result.test_accuracy is not None
+
+    loaded = load_run_model(tmp_path / "run")
+    body = {k: v for k, v in loaded.model.state_dict().items() if k in states[name]}
+    stem = loaded.spec.groups[0][1][0]  # the stem was frozen: still the file's weights, bit for bit
+    frozen = [k for k in body if k.startswith(stem + ".") or k == stem]
+    assert frozen and all(torch.equal(body[k], states[name][k]) for k in frozen if body[k].shape == states[name][k].shape)
+
+    test = data.run_split(loaded.config, "test")
+    for method in explain.CAM_METHODS:
+        cam = explain.gradcam(loaded.model, loaded.spec, test.x[:1], method=method)
+        assert cam.heatmap.shape == (32, 32) and 0.0 <= cam.heatmap.min() and cam.heatmap.max() <= 1.0
+        assert np.isfinite(cam.heatmap).all() and cam.method == method
+
+    path = export.export(loaded, "onnx", isolated_home / "model.onnx")
+    check = export.verify(path, "onnx", loaded, test.x)
+    assert check.ok and check.top1_agreement == 1.0
