@@ -13,6 +13,7 @@ from core.train.config import RunConfig
 from ui import charts, seeing
 from ui import settings as settings_ui
 from ui.advisor import advisor_section
+from ui.backbone_picker import pick_backbone
 from ui.common import label, plain, plain_rows, store
 
 DEFAULTS = RunConfig()  # the offline demo: Lite0 (bundled ImageNet weights), full fine-tuning, digits, 64 px, 3 epochs
@@ -36,13 +37,14 @@ with left:
                                {experiments.RACE: RACE, experiments.SWEEP: SWEEP, experiments.DISTILL: DISTILL})
     st.subheader("Model")
     bb_names = list(backbones.REGISTRY)
-    availability = {n: weights.availability(backbones.get(n)) for n in bb_names}
-    note = {"bundled": "weights bundled", "cached": "weights cached", "download": "weights download on first use",
-            "none": "no pretrained weights"}
-    backbone = st.selectbox("Backbone", bb_names, index=bb_names.index(DEFAULTS.backbone), key="backbone",
-                            format_func=lambda n: f"{backbones.get(n).title} ({note[availability[n]]})")
-    spec = backbones.get(backbone)
-    st.caption(spec.description)
+    backbone = pick_backbone(DEFAULTS.backbone)
+    try:
+        spec = backbones.get(backbone)
+    except TLabError as e:
+        st.error(plain(e))
+        st.stop()
+    available = weights.availability(spec)
+    st.caption(plain(spec.description))
     strat_names = list(strategies.REGISTRY)
     strategy = st.selectbox("Strategy", strat_names, index=strat_names.index(DEFAULTS.strategy), key="strategy",
                             format_func=lambda n: strategies.get(n).title)
@@ -50,9 +52,10 @@ with left:
     st.caption(chosen.description)
 
     weights_file = None
-    if availability[backbone] == "download" and chosen.pretrained:
-        st.info(f"{spec.title}'s ImageNet weights are not cached here: they download on first use when a network "
-                f"is there. Offline, put `{weights.expected_file(spec).name}` in `{weights.cache_dir()}` or upload "
+    if available == "download" and chosen.pretrained:
+        where = weights.expected_file(spec)
+        st.info(f"{plain(spec.title)}'s pretrained weights are not cached here: they download on first use when a "
+                f"network is there. Offline, put `{where.name}` in `{where.parent}` or upload "
                 "a weights file (a PyTorch state dict).")
         up = st.file_uploader("Weights file (.pt, .pth)", type=["pt", "pth", "bin"], key="weights_upload")
         if up is not None:
@@ -103,6 +106,8 @@ with left:
     image_size = c2.number_input("Image size (px)", 16, 512, DEFAULTS.image_size, step=16, key="image_size",
                                  help="Images are resized to this square size. 224 is what ImageNet backbones saw; 64 is quick on a CPU.")
     batch_size = c3.number_input("Batch size", 1, 1024, DEFAULTS.batch_size, key="batch_size")
+    if size_problem := forms.image_size_problem(backbone, int(image_size)):
+        st.warning(plain(size_problem))
     c1, c2, c3 = st.columns(3)
     lr = c1.number_input("Learning rate", 1e-6, 1.0, strategies.get(strategy).default_lr, format="%.5f",
                          key=f"lr_{strategy}", help="Each strategy has its own sensible default.")
@@ -160,6 +165,8 @@ with right:
         thaw = preview.thaw()
         if len(thaw) > 1:
             st.caption("Trainable parameters as groups thaw — " + "; ".join(f"epoch {e}: {n:,}" for e, n in thaw))
+        if preview.norm_note:
+            st.caption(plain(preview.norm_note))
 
     st.subheader("What to run")
     mode = st.radio("Experiment", [SINGLE, RACE, SWEEP, DISTILL], key="mode", horizontal=True,
@@ -217,7 +224,8 @@ with right:
             teacher_id = st.selectbox("Teacher (a finished run)", list(by_id)[::-1], key="kd_teacher",
                                       format_func=lambda i: f"{label(by_id[i])} — test {by_id[i]['test_accuracy']:.3f}")
             c1, c2, c3 = st.columns(3)
-            student = c1.selectbox("Student", bb_names, index=bb_names.index("small_cnn"), key="kd_student",
+            students = bb_names + ([backbone] if backbone not in bb_names else [])  # a timm model too
+            student = c1.selectbox("Student", students, index=students.index("small_cnn"), key="kd_student",
                                    format_func=lambda n: backbones.get(n).title)
             temperature = c2.number_input("Temperature T", 0.1, 100.0, 4.0, key="kd_temperature")
             alpha = c3.number_input("alpha (soft-target weight)", 0.0, 1.0, 0.9, key="kd_alpha")

@@ -77,7 +77,8 @@ def cmd_plan(args) -> int:
     preview = forms.preview_plan(cfg, args.num_classes, args.epoch)
     spec, plan = preview.spec, preview.plan
     if args.json:
-        print(json.dumps({**plan.summary(), "groups": plan.group_table(), "modules": plan.rows()}, indent=2))
+        print(json.dumps({**plan.summary(), "groups": plan.group_table(), "modules": plan.rows(),
+                          "note": preview.norm_note}, indent=2))
         return 0
     rows = [{"module": e.module, "group": e.group, "kind": e.kind, "params": f"{e.params:,}",
              "frozen": "frozen" if e.frozen else "trainable", "lr": "-" if e.frozen else f"{e.lr:.2e}"}
@@ -91,6 +92,8 @@ def cmd_plan(args) -> int:
     pct = 100.0 * plan.trainable_params / max(1, plan.total_params)
     print(f"{spec.title}, {cfg.strategy} (epoch {args.epoch}): trainable {plan.trainable_params:,} "
           f"of {plan.total_params:,} parameters ({pct:.2f}%), frozen {plan.frozen_params:,}")
+    if preview.norm_note:
+        print(preview.norm_note)
     return 0
 
 

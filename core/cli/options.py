@@ -24,7 +24,7 @@ NONE = _Unset(UNSET)
 
 # Help for the flags that need more than their name; any other field gets a plain flag.
 HELP = {
-    "backbone": "backbone name (see `backbones`)",
+    "backbone": "backbone name (see `backbones`), or any timm model as timm:NAME (see `backbones --all`)",
     "strategy": "strategy name (see `strategies`)",
     "lr": "learning rate (default: the strategy's)",
     "freeze_stages": "partial: stem + K body groups frozen",

@@ -11,10 +11,11 @@ import numpy as np
 import torch
 
 from core import paths
+from core.errors import TLabError
 from core.train import backbones, data, distributed, strategies, weights
 from core.train.config import RunConfig
 from core.train.strategies import LayerPlan
-from core.train.validate import validate
+from core.train.validate import check_image_size, validate
 
 
 def config_from(values: Mapping[str, object]) -> RunConfig:
@@ -39,6 +40,14 @@ class PlanPreview:
     model: torch.nn.Module = field(repr=False)
     plan: LayerPlan
 
+    @property
+    def norm_note(self) -> str:
+        """What freezing means for the model's normalisation layers, when it has no BatchNorm."""
+        if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.model.modules()):
+            return ""
+        return (f"{self.spec.title} has no BatchNorm (it normalises with LayerNorm or GroupNorm): a frozen group "
+                "has no running statistics to keep, its weights are simply not updated.")
+
     def thaw(self) -> list[tuple[int, int]]:
         """(epoch, trainable parameters) at the first epoch and at every epoch where the plan changes."""
         return [(e + 1, strategies.make_plan(self.spec, self.model, self.cfg, e).trainable_params)
@@ -51,6 +60,35 @@ def preview_plan(cfg: RunConfig, num_classes: int = 10, epoch: int = 1) -> PlanP
     with torch.device("meta"):  # a plan needs shapes, not weights or memory
         model = backbones.build(spec, num_classes, cfg.image_size)
     return PlanPreview(cfg, spec, model, strategies.make_plan(spec, model, cfg, epoch - 1))
+
+
+@dataclass
+class CatalogueMatches:
+    rows: list[dict]  # {name, params, weights}, the first `limit` matches, cached ones first
+    total: int  # how many names match in all
+
+
+def search_backbones(query: str, limit: int = 12) -> CatalogueMatches:
+    """timm's pretrained models whose name contains `query`, with parameter
+    counts (built on the meta device, remembered) and where their weights are.
+    An empty query matches nothing: the catalogue has ~1,800 names."""
+    from core.train import timm_zoo
+
+    if not query.strip():
+        return CatalogueMatches([], 0)
+    rows = timm_zoo.catalogue(query)
+    shown = [{"name": r["name"], "params": timm_zoo.param_count(r["name"]), "weights": r["weights"]}
+             for r in rows[:limit]]
+    return CatalogueMatches(shown, len(rows))
+
+
+def image_size_problem(backbone: str, size: int) -> str:
+    """'' when the backbone takes `size` px images, else the message naming the nearest allowed size."""
+    try:
+        check_image_size(backbones.get(backbone), int(size))
+    except TLabError as e:
+        return str(e)
+    return ""
 
 
 def check_weights_file(backbone: str, name: str, content: bytes) -> str:
