@@ -73,11 +73,20 @@ def gradcam_class_picker(models: list[LoadedModel]) -> str | None:
     choice = st.selectbox("Grad-CAM for", ["__top__", *names], key="gradcam_class",
                           format_func=lambda c: "each model's predicted class" if c == "__top__" else f"class {c}",
                           help="Where in the image each model finds evidence for this class (Grad-CAM on its last "
-                               "convolutional stage).")
+                               "spatial stage; a transformer's patch tokens on their grid).")
     return None if choice == "__top__" else choice
 
 
-def gradcam_panel(loaded: LoadedModel, content: bytes, class_name: str | None, key: str) -> None:
+def gradcam_method_picker() -> str:
+    """'gradcam' or 'gradcam++' (pytorch-grad-cam's two gradient methods)."""
+    return st.radio("Heat-map method", list(explain.CAM_METHODS), key="gradcam_method", horizontal=True,
+                    format_func=lambda m: explain.CAM_METHODS[m],
+                    help="Grad-CAM weighs each channel by its mean gradient; Grad-CAM++ by higher powers of the "
+                         "gradients, which separates several instances of a class better.")
+
+
+def gradcam_panel(loaded: LoadedModel, content: bytes, class_name: str | None, key: str,
+                  method: str = "gradcam") -> None:
     """The Grad-CAM overlay of one model for one uploaded image, or why there is none."""
     if class_name is not None and class_name not in loaded.class_names:
         st.info(f"This model has no class “{plain(class_name)}”: pick another class for its Grad-CAM.")
@@ -85,14 +94,14 @@ def gradcam_panel(loaded: LoadedModel, content: bytes, class_name: str | None, k
     try:
         x = predict.load_image(content, loaded.image_size)
         cam = explain.gradcam(loaded.model, loaded.spec, x,
-                              None if class_name is None else loaded.class_names.index(class_name))
+                              None if class_name is None else loaded.class_names.index(class_name), method=method)
     except TLabError as e:
         st.info(plain(e))
         return
     name = loaded.class_names[cam.class_index]
     with st.container(key=key):
         st.image(explain.overlay(x, cam.heatmap, size=224), width=224,
-                 caption=f"Grad-CAM for “{plain(name)}” (p={cam.probability:.2f}), from {cam.layer} "
+                 caption=f"{explain.CAM_METHODS[cam.method]} for “{plain(name)}” (p={cam.probability:.2f}), from {cam.layer} "
                          f"({cam.feature_size[0]}×{cam.feature_size[1]} map)")
 
 

@@ -45,6 +45,7 @@ for run_id in selected:
     except TLabError as e:
         models[run_id] = e
 cam_class = seeing.gradcam_class_picker([m for m in models.values() if isinstance(m, LoadedModel)])
+cam_method = seeing.gradcam_method_picker()
 with st.container(key="predictions"):
     cols = st.columns(len(selected))
     for col, run_id in zip(cols, selected):
@@ -62,4 +63,4 @@ with st.container(key="predictions"):
             st.table(plain_rows([{"class": c, "probability": f"{p:.3f}"} for c, p in top]))
             st.plotly_chart(charts.topk_bars(top, title=""), width="stretch", key=f"pred_{run_id}",
                             config={"displayModeBar": False})
-            seeing.gradcam_panel(loaded, content, cam_class, key=f"gradcam_{run_id}")
+            seeing.gradcam_panel(loaded, content, cam_class, key=f"gradcam_{run_id}", method=cam_method)

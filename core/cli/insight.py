@@ -112,15 +112,17 @@ def cmd_explain(args) -> int:
 
     loaded = _loaded(args.run)
     x = predict.load_image(args.image, loaded.image_size)
-    cam = explain.gradcam(loaded.model, loaded.spec, x, _class_index(loaded, args.class_name))
+    cam = explain.gradcam(loaded.model, loaded.spec, x, _class_index(loaded, args.class_name), method=args.method)
     name, pred = loaded.class_names[cam.class_index], loaded.class_names[cam.predicted_index]
+    title = explain.CAM_METHODS[cam.method]
     pic = _picture([("your image, as the model sees it", explain.upscale(explain.to_rgb(x), 224)),
-                    (f"Grad-CAM for {name!r} (p={cam.probability:.3f})", explain.overlay(x, cam.heatmap, size=224))])
+                    (f"{title} for {name!r} (p={cam.probability:.3f})", explain.overlay(x, cam.heatmap, size=224))])
     out = _save_png(pic, args.out)
     peak = np.unravel_index(int(np.argmax(cam.heatmap)), cam.heatmap.shape)
     _say(args, {"out": str(out), "class": name, "probability": cam.probability, "predicted": pred,
-                "layer": cam.layer, "feature_map": list(cam.feature_size), "peak_yx": [int(v) for v in peak]},
-         f"Grad-CAM of {loaded.spec.title} for class {name!r} (p={cam.probability:.3f}; predicted {pred!r}) "
+                "layer": cam.layer, "feature_map": list(cam.feature_size), "peak_yx": [int(v) for v in peak],
+                "method": cam.method},
+         f"{title} of {loaded.spec.title} for class {name!r} (p={cam.probability:.3f}; predicted {pred!r}) "
          f"from layer {cam.layer} ({cam.feature_size[0]}x{cam.feature_size[1]} map) -> {out}")
     return 0
 
@@ -315,6 +317,8 @@ def register(sub) -> None:
     sp.add_argument("--image", required=True, help="an image file (PNG, JPEG, WebP, BMP)")
     sp.add_argument("--out", required=True, help="PNG to write: the image and its heat-map overlay")
     sp.add_argument("--class", dest="class_name", default=None, help="explain this class (default: the predicted one)")
+    sp.add_argument("--method", default="gradcam", choices=["gradcam", "gradcam++"],
+                    help="Grad-CAM, or Grad-CAM++ (gradients weighed by their higher powers)")
     sp.set_defaults(func=cmd_explain)
 
     sp = sub.add_parser("evaluate", help="confusion matrix, per-class precision/recall/F1 and top losses")

@@ -269,6 +269,8 @@ def feature_maps(model: nn.Module, spec: BackboneSpec, x: torch.Tensor, per_stag
         o = outputs.get(path)
         if o is None or o.dim() != 4:
             continue
+        if spec.cam_layout == "NHWC":  # Swin's stages are channels-last
+            o = o.permute(0, 3, 1, 2)
         fmap = o[0].float()
         k = min(per_stage, fmap.shape[0])
         idx = torch.topk(fmap.mean(dim=(1, 2)), k).indices

@@ -47,6 +47,9 @@ def test_explain_writes_the_overlay_png(tiny_runs, disc_png, out_dir, capsys):
     chosen = _json(capsys, ["explain", "--run", str(tiny_runs.shapes), "--image", str(disc_png), "--class", "bar",
                             "--out", str(out_dir / "bar.png"), "--json"])
     assert chosen["class"] == "bar" and chosen["predicted"] == "disc" and chosen["probability"] < out["probability"]
+    plus = _json(capsys, ["explain", "--run", str(tiny_runs.shapes), "--image", str(disc_png), "--method", "gradcam++",
+                          "--out", str(out_dir / "plus.png"), "--json"])
+    assert plus["method"] == "gradcam++" and plus["class"] == "disc" and out["method"] == "gradcam"
 
 
 def test_explain_finds_a_run_id_in_the_data_folder_and_writes_only_there(tiny_runs, digit_png, out_dir, tmp_path, capsys):

@@ -1,6 +1,6 @@
 """Six timm families end to end on digits, pretrained from a Hugging Face
 cache written here (never the network): a tiny run trains, its checkpoint
-reads back, Grad-CAM draws (CNNs and transformers alike), and the ONNX export
+reads back and predicts, Grad-CAM draws (CNNs and transformers alike), and the ONNX export
 round-trips through onnxruntime. Each is a real training: slow."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.insight import explain, export
+from core.insight import explain, export, predict
 from core.train import data, engine
 from core.train.checkpoint import load_run_model
 from core.train.config import RunConfig
@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.mark.parametrize("name", FAMILIES)
-def test_a_family_trains_draws_grad_cam_and_exports(name, tmp_path, monkeypatch, isolated_home):
+def test_a_family_trains_predicts_draws_grad_cam_and_exports(name, tmp_path, monkeypatch, isolated_home, digit_png):
     states = fake_hf_cache(tmp_path / "hf", [name])
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     cfg = RunConfig(backbone=name, strategy="partial", freeze_stages=1, dataset="digits", epochs=1, steps=4,
@@ -37,6 +37,8 @@ def test_a_family_trains_draws_grad_cam_and_exports(name, tmp_path, monkeypatch,
     frozen = [k for k in body if k.startswith(stem + ".") or k == stem]
     assert frozen and all(torch.equal(body[k], states[name][k]) for k in frozen if body[k].shape == states[name][k].shape)
 
+    top = predict.predict(loaded, digit_png, k=3)  # Predict's path: the image preprocessed with the model's mean/std
+    assert len(top) == 3 and top[0][1] >= top[1][1] >= top[2][1] and sum(p for _, p in top) <= 1.0 + 1e-6
     test = data.run_split(loaded.config, "test")
     for method in explain.CAM_METHODS:
         cam = explain.gradcam(loaded.model, loaded.spec, test.x[:1], method=method)

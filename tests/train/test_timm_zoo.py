@@ -185,3 +185,14 @@ def test_the_catalogue_lists_pretrained_names_with_where_their_weights_are(hf_ca
     assert {r["name"] for r in rows} == {"timm:convnext_atto.d2_in1k", "timm:convnext_atto_ols.a2_in1k"}
     assert all(r["weights"] == "download" and 3e6 < r["params"] < 4e6 for r in rows)
     assert len(timm_zoo.catalogue("")) > 1000
+
+
+def test_a_timm_model_can_be_a_distillation_student():
+    from core.runs import experiments
+
+    teacher = {"id": "20260101-000000-abcdef", "status": "finished",
+               "config": RunConfig(backbone="small_cnn", strategy="scratch", image_size=32).to_json()}
+    cfgs = experiments.distill_configs(teacher, REGNET, 4.0, 0.9)
+    assert [c.backbone for c in cfgs] == [REGNET, REGNET] and cfgs[0].teacher == teacher["id"]
+    assert cfgs[0].strategy == "full"  # it has pretrained weights to start from
+    assert all(validate(c) is c for c in cfgs)
