@@ -48,7 +48,8 @@ def _on_upload(form_fields: tuple[str, ...], folder_choice: str, race_key: str, 
         return
     st.session_state.update(_widget_values(cfg, folder_choice))
     given = set(sf.runs[0])
-    st.session_state[EXTRA_KEY] = {k: getattr(cfg, k) for k in given if k not in form_fields}
+    # A group's runs are named for their place in it ("transfer", "scratch twin"): not a name for the form's run.
+    st.session_state[EXTRA_KEY] = {k: getattr(cfg, k) for k in given if k not in form_fields and not (sf.group and k == "name")}
     note = f"Filled the form from {up.name}"
     if sf.group:
         mode = mode_keys.get(sf.kind)
