@@ -69,6 +69,18 @@ def _labels_flag(value: str):
     return NONE if v is None else v
 
 
+def _sequence(kind: type, el: type, optional: bool):
+    def parse(value: str):
+        if optional and value.strip().lower() == UNSET:
+            return NONE
+        try:
+            return kind(el(v.strip()) for v in value.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected values separated by commas (got {value!r})") from None
+    parse.__name__ = "list"
+    return parse
+
+
 def _typed(kind: type, optional: bool):
     def parse(value: str):
         if optional and value.strip().lower() == UNSET:
@@ -92,6 +104,9 @@ def _add_field(p: argparse.ArgumentParser, name: str) -> None:
     text = text if "default" in text or not shown else f"{text} ({shown})"
     if kind is bool:
         p.add_argument(flag(name), action=argparse.BooleanOptionalAction, default=None, help=text)
+    elif kind in (tuple, list):
+        p.add_argument(flag(name), type=_sequence(kind, runfile.element_type(name), optional), default=None,
+                       help=f"{text}, comma-separated")
     elif name == "labels_per_class":
         p.add_argument(flag(name), type=_labels_flag, default=None, help=text)
     elif kind in (int, float):

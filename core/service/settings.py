@@ -44,6 +44,8 @@ def flags(cfg: RunConfig, base: RunConfig | None = None, always: tuple[str, ...]
             out.append(name if v else "--no-" + name[2:])
         elif f.name == "labels_per_class" and v is None:
             out += [name, "all"]
+        elif isinstance(v, (tuple, list)):
+            out += [name, _value(",".join(repr(x) if isinstance(x, float) else str(x) for x in v))]
         else:
             out += [name, _value(v)]
     return out

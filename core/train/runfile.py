@@ -30,15 +30,26 @@ def fields() -> tuple[dataclasses.Field, ...]:
 
 
 def field_types() -> dict[str, tuple[type, bool]]:
-    """Each field's base type (bool, int, float or str) and whether it may be None."""
+    """Each field's base type (bool, int, float, str, or tuple/list for a
+    sequence such as per-class weights) and whether it may be None."""
     hints = typing.get_type_hints(RunConfig)
     out = {}
     for f in fields():
         t = hints[f.name]
         args = typing.get_args(t) if isinstance(t, types.UnionType) or typing.get_origin(t) is typing.Union else (t,)
-        base = [a for a in args if a is not type(None)]
-        out[f.name] = (base[0] if len(base) == 1 else str, len(base) < len(args))
+        base = [typing.get_origin(a) or a for a in args if a is not type(None)]
+        out[f.name] = (base[0] if len(base) == 1 and isinstance(base[0], type) else str, len(base) < len(args))
     return out
+
+
+def element_type(name: str) -> type:
+    """A sequence field's element type (float for `tuple[float, ...]`)."""
+    t = typing.get_type_hints(RunConfig)[name]
+    for a in (typing.get_args(t) if typing.get_origin(t) in (typing.Union, types.UnionType) else (t,)):
+        inner = [x for x in typing.get_args(a) if x is not Ellipsis]
+        if inner and isinstance(inner[0], type):
+            return inner[0]
+    return str
 
 
 def known_keys() -> str:
@@ -51,6 +62,13 @@ def coerce(name: str, value: Any, where: str = "") -> Any:
     kind, optional = field_types()[name]
     if optional and (value is None or (isinstance(value, str) and value.strip().lower() in ("", "none"))):
         return None
+    if kind in (tuple, list):
+        el = element_type(name)
+        if isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) if el is float
+                                           else isinstance(v, el) for v in value):
+            return kind(el(v) for v in value)
+        raise ConfigError(f"{where}{name} must be a list such as [1.0, 2.0]{' (or left out)' if optional else ''} "
+                          f"(got {value!r}).")
     ok = (isinstance(value, bool) if kind is bool
           else isinstance(value, int) and not isinstance(value, bool) if kind is int
           else isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float

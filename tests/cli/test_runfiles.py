@@ -34,6 +34,9 @@ def every_field_changed() -> RunConfig:
             values[f.name] = picks[f.name]
         elif kind is bool:
             values[f.name] = not default
+        elif kind in (tuple, list):  # e.g. per-class weights
+            el = runfile.element_type(f.name)
+            values[f.name] = kind(el(v) for v in (2, 3)) if el is not str else kind(("a", "b"))
         elif kind in (int, float):
             values[f.name] = kind((default or 1) * 2 + 2)
         else:
