@@ -135,3 +135,12 @@ def test_race_and_sweep_take_a_run_file_as_their_base(tmp_path, no_workers, monk
     assert len(sweep) == 1 and sweep[0].image_size == 32 and sweep[0].labels_per_class == 1  # the file's size, not 48
 
 # That a real run writes config.toml into its folder: tests/runs/test_tensorboard.py.
+
+
+def test_distill_reads_its_teacher_from_the_file(tmp_path, capsys):
+    path = write(tmp_path, runfile.dumps(RunConfig(backbone="small_cnn")))
+    assert cli_main(["distill", "--config", path]) == 2
+    assert "distill needs a teacher" in capsys.readouterr().err
+    path = write(tmp_path, runfile.dumps(RunConfig(backbone="small_cnn", teacher="20261201-000000-abcdef")))
+    assert cli_main(["distill", "--config", path]) == 2
+    assert "No run '20261201-000000-abcdef'" in capsys.readouterr().err  # the file's teacher was looked up
