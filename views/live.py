@@ -96,7 +96,7 @@ def live_view() -> None:
             run_steps = steps[steps["run_id"] == run_id] if len(steps) else steps
             frac, text = _progress(row, run_steps)
             c1, c2, c3 = st.columns([5, 4, 1])
-            icon = {"queued": "⏳", "running": "🏃", "finished": "✅", "failed": "❌", "cancelled": "⏹️", "interrupted": "⚠️"}
+            icon = {"queued": "⏳", "running": "🏃", "finished": "✅", "failed": "❌", "cancelled": "⏹️", "interrupted": "⚠️", "pruned": "✂️"}
             c1.markdown(f"{icon.get(row['status'], '')} **{plain(label(row))}** — {row['status']}"
                         + (f": {plain(row['reason'])}" if row["reason"] else "")
                         + (f" · test accuracy **{row['test_accuracy']:.3f}**" if row["test_accuracy"] is not None else ""))

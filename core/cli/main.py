@@ -8,7 +8,7 @@ import logging
 import sys
 from typing import Sequence
 
-from core.cli import adapt, advise, catalog, distributed, experiments, insight, predict, runs, sharing, skipdemo, train
+from core.cli import adapt, advise, catalog, distributed, experiments, insight, predict, runs, sharing, skipdemo, train, tune
 from core.errors import TLabError
 
 log = logging.getLogger("core")
@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     catalog,  # backbones, datasets, strategies, plan
     train,  # train, launch
     experiments,  # race, sweep-labels, distill
+    tune,  # tune: a hyperparameter search (Optuna)
     runs,  # runs, show, wait, cancel, resume, worker
     sharing,  # pack, unpack, export-mlflow
     predict,

@@ -126,8 +126,8 @@ def resume(run_id: str, store: Store | None = None, processes: int | None = None
     processes if given (a checkpoint resumes on any number of them)."""
     store = store or Store()
     r = store.run(run_id)
-    if r["status"] not in ("interrupted", "cancelled", "failed"):
-        raise StoreError(f"Run {run_id} is {r['status']}: only interrupted, cancelled or failed runs can be resumed.")
+    if r["status"] not in ("interrupted", "cancelled", "failed", "pruned"):
+        raise StoreError(f"Run {run_id} is {r['status']}: only interrupted, cancelled, failed or pruned runs can be resumed.")
     cfg = RunConfig.from_json(r["config"])
     if processes is not None and processes != cfg.processes:
         cfg = validate(cfg.replace(processes=processes))
@@ -204,8 +204,11 @@ def execute(store: Store | None, run_id: str, listeners: tuple = (), ctx=None) -
         return None
     if result.status == "failed":
         engine.release_memory()
-    ending = dict(status=result.status, reason=result.reason,
-                  message=f"{result.status}" + (f": {result.reason}" if result.reason else "")
+    status, reason = result.status, result.reason
+    if status == "cancelled" and store.prune_requested(run_id):
+        status, reason = "pruned", f"pruned by the hyperparameter search after epoch {result.epochs}"
+    ending = dict(status=status, reason=reason,
+                  message=f"{status}" + (f": {reason}" if reason else "")
                   + (f", test accuracy {result.test_accuracy:.4f}" if result.test_accuracy is not None else ""),
                   result=json.dumps(result.to_dict()), test_accuracy=result.test_accuracy,
                   val_accuracy=result.val_accuracy, best_val_accuracy=result.best_val_accuracy, epochs_done=result.epochs)

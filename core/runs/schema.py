@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Callable
 
 from core import paths
 from core.errors import TLabError
 
 APPLICATION_ID = 0x544C4142  # "TLAB": marks the file as ours
 DB_NAME = "tlab.sqlite"
-TERMINAL = ("finished", "failed", "cancelled", "interrupted")
+TERMINAL = ("finished", "failed", "cancelled", "interrupted", "pruned")
 STATUSES = ("queued", "running", *TERMINAL)
 
 
@@ -104,8 +105,35 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, step, rank)
     ) WITHOUT ROWID
     """,
+    # 4: a trial of a hyperparameter search that its pruner stopped ends 'pruned' (see _allow_pruned)
+    "allow_pruned",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _allow_pruned(conn: sqlite3.Connection) -> None:
+    """Widen the status CHECK of `runs` by one value. SQLite can't alter a
+    CHECK; rebuilding the table would cascade-delete every run's metrics. Its
+    documented way for a change that leaves stored rows valid: edit the table's
+    SQL in sqlite_master and bump the schema cookie, in the migration's
+    transaction (sqlite.org/lang_altertable.html, "other kinds of changes")."""
+    sql = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone()[0]
+    if "'pruned'" in sql:
+        return
+    widened = sql.replace("'cancelled','interrupted')", "'cancelled','interrupted','pruned')")
+    if widened == sql:
+        raise StoreError("The run store's runs table has an unexpected status check: it can't be upgraded in place.")
+    cookie = conn.execute("PRAGMA schema_version").fetchone()[0]
+    conn.execute("PRAGMA writable_schema = ON")
+    try:
+        conn.execute("UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = 'runs'", (widened,))
+        conn.execute(f"PRAGMA schema_version = {cookie + 1}")
+    finally:
+        conn.execute("PRAGMA writable_schema = OFF")
+
+
+# Migrations written in Python (a name in MIGRATIONS), for what plain SQL statements can't do.
+CODE_MIGRATIONS: dict[str, Callable[[sqlite3.Connection], None]] = {"allow_pruned": _allow_pruned}
 
 
 def db_path() -> Path:

@@ -21,7 +21,7 @@ from core import children, paths
 from core.children import pid_alive
 from core.runs.listener import StoreListener, format_exception, new_group_id
 from core.runs.reads import StoreReads
-from core.runs.schema import (APPLICATION_ID, DB_NAME, MIGRATIONS, SCHEMA_VERSION, STATUSES, TERMINAL, StoreError,
+from core.runs.schema import (APPLICATION_ID, CODE_MIGRATIONS, DB_NAME, MIGRATIONS, SCHEMA_VERSION, STATUSES, TERMINAL, StoreError,
                               db_path, explain)
 from core.train.events import new_run_id
 
@@ -86,6 +86,9 @@ class Store(StoreReads):
         with self.tx():
             version = self.conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have migrated
             for i in range(version, SCHEMA_VERSION):
+                if MIGRATIONS[i] in CODE_MIGRATIONS:
+                    CODE_MIGRATIONS[MIGRATIONS[i]](self.conn)
+                    continue
                 for stmt in MIGRATIONS[i].split(";"):
                     if stmt.strip():
                         self.conn.execute(stmt)
@@ -200,6 +203,17 @@ class Store(StoreReads):
             else:
                 c.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (run_id,))
         return status
+
+    def request_prune(self, run_id: str) -> bool:
+        """A hyperparameter search's pruner stops a running trial: it stops at its
+        next step like a cancel and ends 'pruned'. False if it is no longer running."""
+        with self.tx() as c:
+            n = c.execute("UPDATE runs SET cancel_requested = 2 WHERE id = ? AND status = 'running'", (run_id,)).rowcount
+        return n == 1
+
+    def prune_requested(self, run_id: str) -> bool:
+        rows = self.query("SELECT cancel_requested FROM runs WHERE id = ?", (run_id,))
+        return bool(rows and rows[0][0] == 2)
 
     def cancel_requested(self, run_id: str) -> bool:
         rows = self.query("SELECT cancel_requested FROM runs WHERE id = ?", (run_id,))
