@@ -77,7 +77,8 @@ def with_extras(cfg: RunConfig, form_fields: tuple[str, ...]) -> RunConfig:
     return cfg.replace(**extra) if extra else cfg
 
 
-def download_section(base: RunConfig, cfgs: list[RunConfig], kind: str, disabled: bool, **options) -> None:
+def download_section(base: RunConfig, cfgs: list[RunConfig], kind: str, disabled: bool, command_kind: str | None = None,
+                     **options) -> None:
     """Download settings (the runs the form would launch) and the command that
     launches them (from `base`, the form's run, for a group its own options)."""
     name, text = settings.settings_text(cfgs, kind)
@@ -86,7 +87,7 @@ def download_section(base: RunConfig, cfgs: list[RunConfig], kind: str, disabled
                                                f"`python -m core {'train' if name == 'config.toml' else 'launch'} "
                                                f"--config {name}` trains it.")
     try:
-        line = settings.command(base, kind, **options)
+        line = settings.command(base, kind if command_kind is None else command_kind, **options)
     except (KeyError, TLabError):
         line = ""
     if line:

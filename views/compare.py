@@ -43,6 +43,42 @@ if kind == experiments.SWEEP:
                    "std": f"{r['std']:.4f}", "n": r["n"]} for r in summary.to_dict("records")]))
     st.stop()
 
+if kind == "tune":
+    from core.service import launching, looking
+    from core.train.config import RunConfig
+
+    try:
+        study, summary = looking.study_of_group(df["group_id"].iloc[0])
+    except TLabError as e:
+        st.warning(plain(e))
+    else:
+        st.subheader(f"Search '{summary['study']}': {summary['trials']} trials")
+        st.caption(f"{summary['complete']} complete, {summary['pruned']} pruned, {summary['fail']} failed, "
+                   f"{summary['running']} under way. The objective is the best validation accuracy; "
+                   "the test split was never looked at while searching.")
+        best = summary["best"]
+        if best:
+            with st.container(border=True, key="compare_best_trial"):
+                st.markdown(f"**Best trial: {best['trial']}**, validation accuracy {best['best_val_accuracy']:.4f} "
+                            f"(run {best['run_id']})")
+                st.table(plain_rows([{"setting": k, "value": f"{v:.4g}" if isinstance(v, float) else str(v)}
+                                     for k, v in best["params"].items()]))
+                full = RunConfig.from_json(s.run(best["run_id"])["config"]).replace(labels_per_class=None, name="")
+                epochs = st.number_input("Epochs for the full run", 1, 1000, full.epochs, key="best_trial_epochs")
+                if st.button("Train this with its scratch twin", key="best_trial_launch"):
+                    try:
+                        cfgs, side = launching.with_scratch_twin(full.replace(epochs=int(epochs)))
+                        _, ids = launching.launch(launching.prepare(cfgs, "", side), s)
+                    except TLabError as e:
+                        st.error(plain(e))
+                    else:
+                        st.session_state["live_runs"] = ids
+                        st.switch_page("views/live.py")
+        cols = st.columns(2)
+        for i, which in enumerate(charts.STUDY_FIGURES):
+            cols[i % 2].plotly_chart(charts.study_figure(study, which), width="stretch", key=f"cmp_study_{which}",
+                                     config={"displayModeBar": False})
+
 if kind == experiments.DISTILL:
     @st.cache_data(show_spinner="Measuring size and CPU latency…", max_entries=64)
     def _profile(run_id: str, test_accuracy: float | None) -> dict:

@@ -19,6 +19,7 @@ from ui.common import label, plain, plain_rows, store
 DEFAULTS = RunConfig()  # the offline demo: Lite0 (bundled ImageNet weights), full fine-tuning, digits, 64 px, 3 epochs
 UPLOAD, FOLDER = "upload a ZIP of class folders", "a folder on this machine"
 SINGLE, RACE, SWEEP, DISTILL = "Single run", "Strategy race", "Labels-per-class sweep", "Knowledge distillation"
+SEARCH = "Search"
 # The RunConfig fields this form has a widget for; an uploaded settings file's other fields are kept as they are.
 FORM_FIELDS = ("backbone", "strategy", "dataset", "epochs", "image_size", "batch_size", "lr", "labels_per_class", "seed",
                "device", "augment", "weights", "freeze_stages", "lr_decay", "unfreeze_every", "processes", "compile")
@@ -169,9 +170,10 @@ with right:
             st.caption(plain(preview.norm_note))
 
     st.subheader("What to run")
-    mode = st.radio("Experiment", [SINGLE, RACE, SWEEP, DISTILL], key="mode", horizontal=True,
+    mode = st.radio("Experiment", [SINGLE, RACE, SWEEP, SEARCH, DISTILL], key="mode", horizontal=True,
                     help="One run (with its scratch twin), a race of strategies, a labels-per-class sweep, "
-                         "or a student distilled from a finished teacher run.")
+                         "a hyperparameter search (Optuna, with pruning), or a student distilled from a finished "
+                         "teacher run.")
     runs_to_launch: list[RunConfig] = []
     kind, side_by_side, problem, batch = "", False, None, None
     group_options: dict = {}
@@ -212,6 +214,27 @@ with right:
             problem = problem or str(e)
         summary = f"{len(runs_to_launch)} runs of {int(steps)} steps each: test accuracy against labels per class."
         group_options = dict(strategies=picked, labels=labels_pick, seeds=int(seeds), steps=int(steps))
+    elif mode == SEARCH:
+        kind = "tune"
+        pretrained = [n for n in strat_names if strategies.get(n).pretrained]
+        picked = st.multiselect("Strategies to search", strat_names, key="search_strategies",
+                                default=[n for n in ("full", "partial", "discriminative") if n in pretrained]
+                                if chosen.pretrained else [strategies.baseline().name],
+                                format_func=lambda n: strategies.get(n).title)
+        c1, c2, c3 = st.columns(3)
+        trials = c1.number_input("Trials", 2, 500, 12, key="search_trials",
+                                 help="The study's total: searching again under the same name continues it.")
+        minutes = c2.number_input("Time limit (min, 0 = none)", 0, 10080, 0, key="search_minutes",
+                                  help="No new trial starts after this; those under way finish.")
+        workers = c3.number_input("Trials at once", 1, 8, 1, key="search_workers")
+        study_name = st.text_input("Study name", f"{backbone}-{cfg.dataset}".replace(":", "-").replace("/", "-")[:64],
+                                   key="search_study")
+        summary = (f"an Optuna search of up to {int(trials)} trials over the learning rate, weight decay, augmentation "
+                   f"and each strategy's own knobs; trials below the median of earlier ones at the same epoch are pruned. "
+                   f"Each trial is a run ({cfg.epochs} epoch(s) at {cfg.image_size} px); Compare draws the study.")
+        group_options = dict(strategies=picked, trials=int(trials), study=study_name)
+        if not picked:
+            problem = problem or "Pick at least one strategy to search."
     else:
         kind = experiments.DISTILL
         all_runs = store().runs()
@@ -236,7 +259,7 @@ with right:
                 problem = problem or str(e)
             st.caption("The student trains on the teacher's dataset, split and budget.")
             group_options = dict(teacher=teacher_id, student=student, temperature=float(temperature), alpha=float(alpha))
-    if problem is None:
+    if problem is None and mode != SEARCH:
         try:
             batch = launching.prepare(runs_to_launch or [cfg], kind, side_by_side)
         except TLabError as e:
@@ -245,8 +268,18 @@ with right:
         st.warning(plain(problem))
     seeing.lr_finder_section(cfg, f"lr_{strategy}", (1e-6, 1.0), problem)
     st.write(f"**Will train:** {plain(summary)}")
-    settings_ui.download_section(cfg, runs_to_launch or [cfg], kind, dataset is None, **group_options)
-    if st.button("Launch", type="primary", key="launch", disabled=problem is not None, width="stretch"):
+    settings_ui.download_section(cfg, runs_to_launch or [cfg], "" if mode == SEARCH else kind, dataset is None,
+                                 command_kind=kind, **group_options)
+    if mode == SEARCH and st.button("Start the search", type="primary", key="launch_search",
+                                    disabled=problem is not None, width="stretch"):
+        try:
+            launching.start_search(cfg, picked, int(trials), study_name, float(minutes) * 60 or None, int(workers))
+        except TLabError as e:
+            st.error(plain(e))
+        else:
+            st.success(f"Search '{study_name}' started: its trials appear on Live as they are queued, and Compare "
+                       f"draws the study (group tune-{study_name}).")
+    if mode != SEARCH and st.button("Launch", type="primary", key="launch", disabled=problem is not None, width="stretch"):
         try:
             group, ids = launching.launch(batch, store())
         except TLabError as e:

@@ -75,6 +75,25 @@ def start_advisor(dataset: str, labels_per_class: int | None, image_size: int, s
                         "--image-size", str(int(image_size)), "--seed", str(int(seed)), "--json"])
 
 
+def start_search(cfg: RunConfig, strategy_names: list[str], trials: int, study: str, timeout_s: float | None = None,
+                 workers: int = 1) -> tasks.Task:
+    """A hyperparameter search (`python -m core tune`) over the form's settings, in a
+    background task: its trials are queued as runs while it goes. The form's values are
+    the base the search starts from (nothing is fixed), written as the study's run file."""
+    from core.runs import tune
+    from core.train import runfile
+
+    tune.check_name(study)
+    for name in strategy_names:
+        validate(cfg.replace(strategy=name))
+    path = tune.journal_path(study).with_suffix(".toml")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(runfile.dumps(cfg))
+    args = ["tune", "--config", str(path), "--strategies", ",".join(strategy_names), "--trials", str(int(trials)),
+            "--study", study, "--workers", str(int(workers)), "--json"]
+    return tasks.start(args + (["--timeout", str(float(timeout_s))] if timeout_s else []))
+
+
 def start_export(run_id: str, fmt: str) -> tasks.Task:
     """A finished run exported (TorchScript or ONNX) into the data folder's
     exports/ and checked against the PyTorch model on its test images, in a

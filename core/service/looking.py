@@ -43,3 +43,14 @@ def before_after(loaded: LoadedModel, split: str = "test", method: str = "pca", 
             feats = embeddings.extract(model, loaded.spec, x)
             out.stages[stage] = (embeddings.project(feats, method, seed), embeddings.separation(feats, y))
     return out
+
+
+def study_of_group(group_id: str):
+    """The Optuna study behind a search's run group (`tune-STUDY`), from this data
+    folder's journal file, and its summary (counts, best trial, trials)."""
+    from core.runs import tune
+
+    if not group_id.startswith("tune-"):
+        raise TLabError(f"Group {group_id} is not a search.")
+    study = tune.load(group_id[len("tune-"):])
+    return study, tune.summary(study)

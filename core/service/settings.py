@@ -65,6 +65,10 @@ def command(cfg: RunConfig, kind: str = "", **options) -> str:
         args = ["distill", "--teacher", _value(options["teacher"]), "--student", _value(options["student"]),
                 "--temperature", _value(float(options.get("temperature", cfg.temperature))),
                 "--alpha", _value(float(options.get("alpha", cfg.alpha)))]
+    elif kind == "tune":  # the strategy and LR are searched; the other flags fix their setting in every trial
+        args = ["tune", *flags(cfg.replace(strategy=RunConfig().strategy, lr=None)),
+                "--strategies", ",".join(options["strategies"]), "--trials", str(options["trials"]),
+                "--study", _value(options["study"])]
     else:
         args = ["launch", *flags(cfg)]
     return " ".join(["python -m core", *args])

@@ -140,3 +140,56 @@ def test_a_tuner_killed_mid_study_is_continued_by_the_same_command(isolated_home
     assert out["runs"][0]["run_id"] == store.query("SELECT id FROM runs WHERE group_id = ? ORDER BY created",
                                                    (tune.group_id("killed"),))[0]["id"]  # the first trial kept its run
     assert len(store.query("SELECT id FROM runs WHERE group_id = ?", (tune.group_id("killed"),))) == 3
+
+
+def _recorded_study(name: str) -> dict:
+    """A study of four trials in the data folder's journal (one pruned after its first epoch),
+    each trial a run of the store's group tune-NAME with its epochs, as a search leaves them."""
+    from optuna.distributions import FloatDistribution
+
+    study = optuna.create_study(study_name=name, storage=tune._storage(name, None), direction="maximize")
+    s = Store()
+    runs = {}
+    for n, (lr, curve, status) in enumerate([(0.001, [0.5, 0.7, 0.8], "finished"), (0.01, [0.6, 0.85, 0.9], "finished"),
+                                            (0.0001, [0.1], "pruned"), (0.003, [0.55, 0.75, 0.82], "finished")]):
+        cfg = RunConfig(**{**TINY, "strategy": "scratch", "lr": lr, "name": f"trial {n} · scratch"})
+        run_id = s.add_run(cfg.to_json(), cfg.name, tune.group_id(name), status, kind=tune.KIND)
+        for e, v in enumerate(curve, 1):
+            s.conn.execute("INSERT INTO epoch_metrics (run_id, epoch, val_accuracy, train_loss, seconds, t) "
+                           "VALUES (?,?,?,?,?,?)", (run_id, e, v, 1.0 / e, 1.0, float(e)))
+        s.set_status(run_id, status, best_val_accuracy=max(curve), epochs_done=len(curve))
+        study.add_trial(optuna.trial.create_trial(
+            params={"lr": lr}, distributions={"lr": FloatDistribution(1e-5, 1e-1, log=True)},
+            value=None if status == "pruned" else max(curve),
+            state=optuna.trial.TrialState.PRUNED if status == "pruned" else optuna.trial.TrialState.COMPLETE,
+            intermediate_values=dict(enumerate(curve, 1)), user_attrs={"run_id": run_id}))
+        runs[n] = run_id
+    return runs
+
+
+def test_compare_draws_the_study_and_offers_the_best_trial_at_full_budget(monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from core.runs import jobs
+
+    monkeypatch.setattr(jobs, "ensure_workers", lambda store=None: [])  # queued is the claim; no worker trains it here
+
+    runs = _recorded_study("drawn")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.switch_page("views/compare.py").run()
+    assert not at.exception, at.exception
+    assert any("Search 'drawn': 4 trials" in h.value for h in at.subheader)
+    assert any("3 complete, 1 pruned" in c.value for c in at.caption)
+    box = at.get("markdown")
+    assert any("Best trial: 1" in m.value and runs[1] in m.value for m in box)
+    specs = {json.loads(c.proto.spec)["layout"]["title"]["text"]: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
+    curves = specs["Validation accuracy per epoch; pruned trials stop early"]
+    lengths = sorted(len(t["x"]) for t in curves["data"] if t.get("x") is not None)
+    assert lengths == [1, 3, 3, 3]  # the pruned trial's curve ends after its one epoch
+    history = specs["Best validation accuracy so far, trial by trial"]
+    assert any(t.get("y") and max(t["y"]) == pytest.approx(0.9) for t in history["data"])
+    assert "Which settings mattered (fANOVA importance)" in specs and "Settings of every finished trial, coloured by accuracy" in specs
+    at.button(key="best_trial_launch").click().run()  # the winner, all labels, with its scratch twin
+    queued = Store().query("SELECT config FROM runs WHERE status = 'queued'")
+    cfgs = [json.loads(r["config"]) for r in queued]
+    assert len(cfgs) == 1 and cfgs[0]["lr"] == 0.01 and cfgs[0]["labels_per_class"] is None  # scratch: no twin of itself

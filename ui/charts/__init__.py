@@ -103,3 +103,4 @@ from ui.charts.lessons import (  # noqa: F401
     skip_grad_norms,
     skip_losses,
 )
+from ui.charts.study import FIGURES as STUDY_FIGURES, study_figure  # noqa: F401,E402
