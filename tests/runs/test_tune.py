@@ -193,3 +193,18 @@ def test_compare_draws_the_study_and_offers_the_best_trial_at_full_budget(monkey
     queued = Store().query("SELECT config FROM runs WHERE status = 'queued'")
     cfgs = [json.loads(r["config"]) for r in queued]
     assert len(cfgs) == 1 and cfgs[0]["lr"] == 0.01 and cfgs[0]["labels_per_class"] is None  # scratch: no twin of itself
+
+
+def test_the_experiment_page_offers_a_search_with_its_command():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.switch_page("views/experiment.py").run()
+    at.radio(key="mode").set_value("Search").run()
+    assert not at.exception, at.exception
+    assert at.multiselect(key="search_strategies").value == ["full", "partial", "discriminative"]
+    at.number_input(key="search_trials").set_value(6).run()
+    line = next(c.value for c in at.get("code") if c.value.startswith("python -m core tune"))
+    assert "--strategies full,partial,discriminative --trials 6 --study efficientnet_lite0-digits" in line
+    assert "--strategy " not in line and "--lr " not in line  # searched, so never fixed by a flag
+    assert at.button(key="launch_search") and not at.button(key="launch_search").disabled
