@@ -16,6 +16,7 @@ from core.errors import TLabError
 from core.service import settings
 from core.train import backbones, data, strategies
 from core.train.config import RunConfig
+from ui.backbone_picker import CATALOGUE, SHORT_LIST
 from ui.common import plain
 
 UPLOAD_KEY, EXTRA_KEY, NOTE_KEY = "settings_upload", "settings_extra", "settings_note"
@@ -26,8 +27,13 @@ def _widget_values(cfg: RunConfig, folder_choice: str) -> dict:
     out = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(RunConfig)}
     out["labels_per_class"] = cfg.labels_per_class or 0
     out[f"lr_{cfg.strategy}"] = cfg.lr if cfg.lr is not None else strategies.get(cfg.strategy).default_lr
-    n_body = len(backbones.get(cfg.backbone).groups) - 2
-    out[f"freeze_stages_{cfg.backbone}"] = min(cfg.freeze_stages, n_body)
+    out[f"freeze_stages_{cfg.backbone}"] = min(cfg.freeze_stages, len(backbones.get(cfg.backbone).groups) - 2)
+    if cfg.backbone in backbones.REGISTRY:
+        out["backbone_source"] = SHORT_LIST
+    else:  # a timm model: the catalogue search, with the model's own name typed in and picked
+        del out["backbone"]
+        out.update(backbone_source=CATALOGUE, timm_query=cfg.backbone.removeprefix("timm:").split(".")[0],
+                   timm_model=cfg.backbone)
     if cfg.dataset.startswith(data.FOLDER_PREFIX):
         out["dataset"], out["folder_path"] = folder_choice, cfg.dataset.removeprefix(data.FOLDER_PREFIX)
     return {k: v for k, v in out.items() if v is not None}
