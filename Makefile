@@ -1,14 +1,14 @@
 # Two commands set everything up on a fresh machine:
 #   make run   - create .venv if missing, install, start the app
-#   make test  - create .venv if missing, install runtime + test deps and Debian's chromium
-#                (for the browser test in tests/e2e), run every test
+#   make test  - create .venv if missing, install runtime + test deps, Debian's chromium
+#                (browser tests) and postgresql (the search test's own server), run every test
 #   make test-fast - the quick subset for the inner loop (no browser, no slow tests)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: run test test-fast test-e2e bench audit install install-test install-browser clean-venv
+.PHONY: run test test-fast test-e2e bench audit install install-test install-browser install-postgres clean-venv
 
 $(PY):
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ is needed"'
@@ -42,6 +42,13 @@ install-test: $(VENV)/.test
 
 install-browser: $(CHROMIUM)
 
+# The search test runs its own PostgreSQL server (tests/runs/test_tune_postgres.py): Debian's
+# server binaries, installed only when missing (their path carries the major version).
+install-postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; }
+
 run: install
 	$(PY) -m streamlit run app.py
 
@@ -49,7 +56,7 @@ run: install
 PYTEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadgroup
 
-test: install-test install-browser
+test: install-test install-browser install-postgres
 	TLAB_E2E_CHROMIUM=$(CHROMIUM) $(PY) -m pytest $(PYTEST_PARALLEL)
 
 # The inner loop: everything but the tests marked slow (real worker processes, torchrun, browsers,

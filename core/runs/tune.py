@@ -68,11 +68,27 @@ def _storage(study: str, url: str | None):
     if url.endswith((".sqlite", ".db")) and Path(url).resolve() == (paths.home() / "tlab.sqlite").resolve():
         raise ConfigError("The search can't live in the run store's own file: give another --storage.")
     try:
-        return optuna.storages.get_storage(url)
+        return _rdb(url)
     except ImportError as e:
-        raise ConfigError(f"--storage {url}: a driver is missing ({e}); e.g. `pip install psycopg2-binary` for PostgreSQL.") from None
+        raise ConfigError(f"--storage {url}: a driver is missing ({e}); e.g. `pip install 'psycopg[binary]'` for PostgreSQL.") from None
     except Exception as e:  # a URL SQLAlchemy can't use, a server that doesn't answer
         raise ConfigError(f"--storage {url}: can't open it ({' '.join(str(e).split())[:200]}).") from None
+
+
+def _rdb(url: str):
+    """Optuna's RDB storage. On an empty database, tuners started together (a job array)
+    all create Optuna's tables at once, and all but one fail ("... already exists"):
+    once the first has made them, opening again finds them made."""
+    import optuna
+
+    for attempt in range(5):
+        try:
+            return optuna.storages.get_storage(url)
+        except Exception as e:
+            if "already exists" not in str(e) or attempt == 4:
+                raise
+            log.info("storage %s: another tuner is creating its tables; opening again", url)
+            time.sleep(0.5 * (attempt + 1))
 
 
 def _pruner(name: str, epochs: int):
