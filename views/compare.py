@@ -8,6 +8,7 @@ import streamlit as st
 
 from core.errors import TLabError
 from core.runs import experiments
+from core.runs.schema import TERMINAL
 from core.train import distill, strategies
 from ui import charts, seeing
 from ui.common import config_of, label, latest_group, pick_runs, plain, plain_rows, store
@@ -27,8 +28,7 @@ if not selected:
     st.warning("Pick at least one run to compare.")
     st.stop()
 df = runs[runs["id"].isin(selected)].copy()
-download_pack(selected, set(done[done["status"].isin(("finished", "failed", "cancelled", "interrupted"))]["id"]),
-              "compare_pack_download")
+download_pack(selected, set(done[done["status"].isin(TERMINAL)]["id"]), "compare_pack_download")
 epochs = s.metrics(selected)
 kind = df["kind"].iloc[0] if df["group_id"].nunique() == 1 and df["kind"].nunique() == 1 else ""
 

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 DEFAULT_EXPERIMENT = "transfer-learning-lab"
 RUN_ID_TAG = "tlab.run_id"
 BATCH = 1000  # MLflow takes at most 1,000 metrics and 100 params per log_batch
-STATUS = {"finished": "FINISHED", "failed": "FAILED", "cancelled": "KILLED", "interrupted": "KILLED"}
+STATUS = {"finished": "FINISHED", "failed": "FAILED", "cancelled": "KILLED", "interrupted": "KILLED", "pruned": "KILLED"}
 
 
 class MlflowMissing(TLabError):
