@@ -9,6 +9,7 @@ names the limit and the variable, so a person knows what to raise.
 | uncompressed size of an archive | TLAB_MAX_ARCHIVE_MB | 2,000 MB |
 | compression ratio of an archive entry | TLAB_MAX_ZIP_RATIO | 200 |
 | files per dataset (archive or folder) | TLAB_MAX_FILES | 100,000 |
+| cache size (decoded data, features, teacher logits) | TLAB_CACHE_MB | a quarter of the caches plus the free disk |
 | folders `folder:PATH` may read | TLAB_FOLDER_ROOTS | the data folder only; list more, separated by `:` (`;` on Windows) |
 """
 
@@ -52,6 +53,8 @@ MAX_IMAGE_PIXELS = Limit("pixels per image", "TLAB_MAX_IMAGE_PIXELS", 40_000_000
 MAX_ARCHIVE_MB = Limit("uncompressed archive size", "TLAB_MAX_ARCHIVE_MB", 2_000, "MB")
 MAX_ZIP_RATIO = Limit("compression ratio", "TLAB_MAX_ZIP_RATIO", 200)
 MAX_FILES = Limit("files per dataset", "TLAB_MAX_FILES", 100_000, "files")
+# Its default (0 here) means: a quarter of what the caches and the free disk hold (core.train.cache.cap_bytes).
+CACHE_MB = Limit("cache size", "TLAB_CACHE_MB", 0, "MB")
 FOLDER_ROOTS_ENV = "TLAB_FOLDER_ROOTS"
 
 ALL = (MAX_UPLOAD_MB, MAX_IMAGE_PIXELS, MAX_ARCHIVE_MB, MAX_ZIP_RATIO, MAX_FILES)

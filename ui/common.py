@@ -9,7 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from core import paths
-from core.runs.store import Store
+from core.runs import integrity
+from core.runs.store import Store, StoreError
 
 
 @st.cache_resource(show_spinner=False)
@@ -20,7 +21,13 @@ def _store(path: str) -> Store:
 def store() -> Store:
     """One store handle per data folder, shared by sessions (it locks itself).
     Recovering on each page run marks runs whose process died as interrupted."""
-    s = _store(str(paths.home().resolve() / "tlab.sqlite"))
+    try:
+        s = _store(str(paths.home().resolve() / "tlab.sqlite"))
+    except StoreError as e:  # damaged or foreign: say what still works, serve no page that needs it
+        st.error(str(e))
+        st.stop()
+    if s.damage:
+        st.warning(integrity.damage_summary(s.damage))
     s.recover()
     return s
 

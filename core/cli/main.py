@@ -8,7 +8,7 @@ import logging
 import sys
 from typing import Sequence
 
-from core.cli import adapt, advise, catalog, distributed, experiments, insight, predict, runs, sharing, skipdemo, train, tune
+from core.cli import adapt, advise, catalog, distributed, experiments, insight, predict, runs, sharing, skipdemo, storage, train, tune
 from core.errors import TLabError
 
 log = logging.getLogger("core")
@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     tune,  # tune: a hyperparameter search (Optuna)
     runs,  # runs, show, wait, cancel, resume, worker
     sharing,  # pack, unpack, export-mlflow
+    storage,  # du, delete, check, slim, backup, restore
     predict,
     insight,  # explain, evaluate, embed, filters, feature-maps, lr-find, export
     distributed,  # run-rank: one process of a run under torchrun

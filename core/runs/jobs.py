@@ -19,7 +19,7 @@ from typing import Sequence
 
 from core import children, faults, paths
 from core.errors import TLabError
-from core.runs import tensorboard
+from core.runs import storage, tensorboard
 from core.runs.store import TERMINAL, Store, StoreError, StoreListener, format_exception, new_group_id
 from core.train.config import RunConfig
 from core.train.validate import validate
@@ -128,6 +128,7 @@ def resume(run_id: str, store: Store | None = None, processes: int | None = None
     r = store.run(run_id)
     if r["status"] not in ("interrupted", "cancelled", "failed", "pruned"):
         raise StoreError(f"Run {run_id} is {r['status']}: only interrupted, cancelled, failed or pruned runs can be resumed.")
+    check_can_resume(run_id)
     cfg = RunConfig.from_json(r["config"])
     if processes is not None and processes != cfg.processes:
         cfg = validate(cfg.replace(processes=processes))
@@ -135,6 +136,20 @@ def resume(run_id: str, store: Store | None = None, processes: int | None = None
     store.set_status(run_id, "queued", "", ended=None, cancel_requested=0, config=cfg.to_json())
     store.log(run_id, "queued to resume" + (f" on {cfg.processes} processes" if cfg.processes > 1 else ""))
     ensure_workers(store)
+
+
+def check_can_resume(run_id: str) -> None:
+    """A TLabError when the run's checkpoint can't be continued from: slimmed
+    (`python -m core slim` dropped its optimizer state) or damaged."""
+    from core.train import checkpoint
+
+    folder = paths.run_dir(run_id)
+    if storage.slimmed_marker(folder).exists():
+        raise StoreError(f"Run {run_id} can no longer resume: its checkpoint was slimmed (the optimizer state was "
+                         "dropped to save space; the weights are kept, so it still predicts, evaluates and exports). "
+                         "Launch it again (its config.toml has its settings) to train further.")
+    if (folder / checkpoint.CHECKPOINT_NAME).exists():
+        checkpoint.check_whole(folder / checkpoint.CHECKPOINT_NAME)
 
 
 def wait(run_id: str, store: Store | None = None, timeout: float | None = None) -> dict:
@@ -177,7 +192,7 @@ def execute(store: Store | None, run_id: str, listeners: tuple = (), ctx=None) -
     """Train a run already marked running; record how it ends. Under torchrun
     every process calls this: rank 0 (with the store) reads the run and hands its
     settings to the others, and alone records; the others return None."""
-    from core.train import distributed, engine
+    from core.train import cache, distributed, engine
 
     ctx = ctx or distributed.SINGLE
     main = ctx.is_main
@@ -189,11 +204,14 @@ def execute(store: Store | None, run_id: str, listeners: tuple = (), ctx=None) -
         cfg = validate(RunConfig.from_json(config_json))  # the worker's own check: the registries here and now
         if main:
             write_settings(run_dir, cfg)
+            if resume:  # a damaged or slimmed checkpoint fails the run here, saying so, before any work
+                check_can_resume(run_id)
         resume_from = ckpt if resume else None  # the listener drops metrics past it
         own = (StoreListener(store, run_id), *tensorboard.listeners(run_id, run_dir), *_mlflow(store, run_id)) if main else ()
         trainer = engine.Trainer(cfg, run_dir, run_id, (*own, *listeners) if main else (),
                                  _CancelPoll(store, run_id) if main else None, ctx)
-        result = trainer.run(resume_from=resume_from)
+        with cache.lease(run_id):  # what it reads from the caches is not evicted while it runs
+            result = trainer.run(resume_from=resume_from)
     except KeyboardInterrupt:
         if main:
             store.set_status(run_id, "cancelled", "interrupted from the keyboard: resume it to continue")

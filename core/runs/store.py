@@ -19,6 +19,7 @@ from typing import Iterable, Iterator
 
 from core import children, paths
 from core.children import pid_alive
+from core.runs import integrity
 from core.runs.listener import StoreListener, format_exception, new_group_id
 from core.runs.reads import StoreReads
 from core.runs.schema import (APPLICATION_ID, CODE_MIGRATIONS, DB_NAME, MIGRATIONS, SCHEMA_VERSION, STATUSES, TERMINAL, StoreError,
@@ -53,8 +54,11 @@ class Store(StoreReads):
                 log.warning("run store is in %s mode, not WAL", mode)
             self.conn.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
+            self.damage = integrity.on_open(self.path, self.conn)  # [] when whole: see integrity.damage_summary
         except sqlite3.DatabaseError as e:
-            if "not a database" not in str(e) and "malformed" not in str(e):
+            if "malformed" in str(e):
+                raise integrity.unreadable(self.path, e) from None
+            if "not a database" not in str(e):
                 raise explain(e, self.path) from None
             raise StoreError(f"{self.path} is not a Transfer Learning Lab run store (not a readable SQLite database). "
                              "It was left untouched: move it away, or set TLAB_HOME to another folder.") from None
@@ -243,10 +247,11 @@ class Store(StoreReads):
         import shutil
 
         r = self.run(run_id)
-        if r["status"] not in TERMINAL:
-            raise StoreError(f"Run {run_id} is {r['status']}: stop it before deleting it.")
-        with self.tx() as c:
-            c.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        with self.tx() as c:  # the status is tested in the delete itself: a run that started meanwhile stays
+            if not c.execute(f"DELETE FROM runs WHERE id = ? AND status IN ({','.join('?' * len(TERMINAL))})",
+                             (run_id, *TERMINAL)).rowcount:
+                raise StoreError(f"Run {run_id} is {r['status'] if r['status'] not in TERMINAL else 'running'}: "
+                                 "stop it before deleting it.")
         shutil.rmtree(paths.run_dir(run_id), ignore_errors=True)
 
     def truncate_after(self, run_id: str, epoch: int) -> None:

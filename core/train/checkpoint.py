@@ -8,6 +8,7 @@ read them here.
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,13 @@ def save_atomic(obj: dict, path: Path) -> None:
     """Write to a temporary file, flush it to disk, then rename over the old
     one: a full disk or a read-only folder leaves the previous checkpoint whole."""
     tmp = path.with_suffix(path.suffix + ".tmp")
+    need, free = bytes_needed(obj), free_bytes(path.parent)
+    if free < need:
+        kept = "the previous checkpoint is intact" if path.exists() else "no earlier checkpoint exists"
+        raise CheckpointWriteError(
+            f"not enough free disk space to write the checkpoint {path}: it needs about {need / 2**20:,.1f} MB and "
+            f"{free / 2**20:,.1f} MB are free; {kept}. Free disk space (`python -m core du` shows what takes it, "
+            "`python -m core delete` and `slim` make room), then resume the run.")
     try:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
@@ -49,6 +57,58 @@ def save_atomic(obj: dict, path: Path) -> None:
         raise CheckpointWriteError(
             f"could not write the checkpoint {path} ({why}): {kept}. Free disk space or make the data folder "
             "writable, then resume the run.") from None
+
+
+def damage(path: Path) -> str | None:
+    """What is wrong with a checkpoint file, or None when it reads whole. Every
+    entry of its ZIP is read against the CRC-32 stored with it (torch.load
+    itself checks none: a flipped byte in a weight would load silently)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError, RuntimeError) as e:  # truncated: the ZIP directory is gone
+        return f"not a whole checkpoint ({' '.join(str(e).split())[:120] or type(e).__name__})"
+    return f"CRC mismatch in {bad}" if bad else None
+
+
+def check_whole(path: Path) -> None:
+    """A CheckpointError naming what is lost when `path` is damaged."""
+    problem = damage(path)
+    if problem:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint: it is damaged ({problem}), the weights it held are lost; the run's metrics and settings "
+            "are still in the store. Launch the run again (its config.toml has its settings), or restore a backup.")
+
+
+# Headroom over the tensors' bytes: the ZIP's records, the pickled structure, the file system.
+WRITE_MARGIN = 1 << 20
+
+
+def bytes_needed(obj) -> int:
+    """What writing `obj` with torch.save takes on disk, about: its tensors' bytes plus a margin."""
+    total, stack = 0, [obj]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, torch.Tensor):
+            total += o.nelement() * o.element_size()
+        elif isinstance(o, dict):
+            stack.extend(o.values())
+        elif isinstance(o, (list, tuple)):
+            stack.extend(o)
+    return int(total * 1.02) + WRITE_MARGIN
+
+
+def free_bytes(folder: Path) -> int:
+    """Free space where `folder` is (or would be created): its nearest existing parent's file system."""
+    import shutil
+
+    p = Path(folder)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return 1 << 62  # can't tell: let the write itself say
 
 
 @dataclass
@@ -85,6 +145,7 @@ def load_run_model(run_dir_or_checkpoint: str | Path) -> LoadedModel:
                 "so wait for its first epoch to finish (or resume it if it was interrupted).")
         raise CheckpointError(
             f"No checkpoint at {path}: the run folder was moved or deleted, or the run never finished an epoch.")
+    check_whole(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for truncated, foreign or unsafe files
