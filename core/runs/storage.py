@@ -29,6 +29,7 @@ KIND_OF_FOLDER = {
     "tasks": "other",
     "mlruns": "mlflow",
     "mlflow": "mlflow",
+    "mlartifacts": "mlflow",
 }
 CACHE_KINDS = {"data": "data caches", "features": "feature caches", "teacher_logits": "teacher caches"}
 KINDS = ("runs", "data caches", "feature caches", "teacher caches", "uploads", "datasets", "tensorboard",
@@ -120,6 +121,8 @@ def usage(store=None) -> Usage:
                         u.caches.append({"kind": sub.name, "file": f.name, "bytes": size, "last_used": mtime})
         elif e.name.startswith(DB_NAME):
             add("store", *tree_size(p)[:2])
+        elif e.name.startswith("mlflow.db"):  # MLflow's default tracking store (export-mlflow)
+            add("mlflow", *tree_size(p)[:2])
         elif e.is_dir(follow_symlinks=False) and e.name in KIND_OF_FOLDER:
             add(KIND_OF_FOLDER[e.name], *tree_size(p)[:2])
         elif e.is_dir(follow_symlinks=False) and (e.name in rows or looks_like_run_folder(p)):
