@@ -17,5 +17,6 @@ pages = [
     st.Page("views/inspect.py", title="Inspect", icon="🔬", url_path="inspect"),
     st.Page("views/adapt.py", title="Adapt", icon="🎯", url_path="adapt"),
     st.Page("views/skips.py", title="Skip connections", icon="🪜", url_path="skips"),
+    st.Page("views/storage.py", title="Storage", icon="🗄️", url_path="storage"),
 ]
 st.navigation(pages, position="top").run()
