@@ -14,7 +14,7 @@ The caches are capped (`TLAB_CACHE_MB`, default a quarter of what the caches
 and the free disk hold together): before an entry is written, the least
 recently used entries go first (a read refreshes an entry's mtime), never
 one a running job has read or written: a job holds a lease
-(`<data folder>/cache/leases/<run id>.json`, its pid and the entries) from
+(`<data folder>/cache/leases/<run id>-<pid>.json`: its pid and the entries) from
 `lease(run_id)` until it ends; a lease whose process is gone counts for
 nothing. An entry that doesn't fit the cap or the free disk is not written
 (logged): the run goes on without reuse.
@@ -157,7 +157,8 @@ def lease(run_id: str) -> Iterator[None]:
     """While the block runs (one job), every entry it reads or writes is kept from eviction."""
     global _job
     before = _job
-    _job = {"run_id": paths.check_run_id(run_id), "file": _leases_dir() / f"{run_id}.json", "entries": []}
+    # One file per process: under torchrun every rank of the run holds its own.
+    _job = {"run_id": paths.check_run_id(run_id), "file": _leases_dir() / f"{run_id}-{os.getpid()}.json", "entries": []}
     try:
         yield
     finally:
