@@ -64,10 +64,10 @@ if kind == "tune":
                 st.table(plain_rows([{"setting": k, "value": f"{v:.4g}" if isinstance(v, float) else str(v)}
                                      for k, v in best["params"].items()]))
                 full = RunConfig.from_json(s.run(best["run_id"])["config"]).replace(labels_per_class=None, name="")
-                epochs = st.number_input("Epochs for the full run", 1, 1000, full.epochs, key="best_trial_epochs")
+                full_epochs = st.number_input("Epochs for the full run", 1, 1000, full.epochs, key="best_trial_epochs")
                 if st.button("Train this with its scratch twin", key="best_trial_launch"):
                     try:
-                        cfgs, side = launching.with_scratch_twin(full.replace(epochs=int(epochs)))
+                        cfgs, side = launching.with_scratch_twin(full.replace(epochs=int(full_epochs)))
                         _, ids = launching.launch(launching.prepare(cfgs, "", side), s)
                     except TLabError as e:
                         st.error(plain(e))

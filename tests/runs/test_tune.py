@@ -186,6 +186,7 @@ def test_compare_draws_the_study_and_offers_the_best_trial_at_full_budget(monkey
     curves = specs["Validation accuracy per epoch; pruned trials stop early"]
     lengths = sorted(len(t["x"]) for t in curves["data"] if t.get("x") is not None)
     assert lengths == [1, 3, 3, 3]  # the pruned trial's curve ends after its one epoch
+    assert len(specs["Validation accuracy"]["data"]) == 4  # the page's own charts still draw every trial's run
     history = specs["Best validation accuracy so far, trial by trial"]
     assert any(t.get("y") and max(t["y"]) == pytest.approx(0.9) for t in history["data"])
     assert "Which settings mattered (fANOVA importance)" in specs and "Settings of every finished trial, coloured by accuracy" in specs
