@@ -88,3 +88,20 @@ def fake_hf_cache(root: Path, names: list[str], seed: int = 0) -> dict[str, dict
         save_file(state, str(folder / "snapshots" / revision / "model.safetensors"))
         written[name] = state
     return written
+
+
+def image_folder(path: Path, counts: dict[str, int], size: int = 16, seed: int = 0, signal: float = 0.0) -> str:
+    """A folder of class folders of random-noise PNGs, `counts` images per
+    class, and its `folder:` dataset name. With `signal` 0 the labels carry no
+    information (a model can only memorise them); above 0, class k's images
+    are brighter by k * signal on average (learnable, overlapping)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for k, (name, n) in enumerate(counts.items()):
+        (path / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            img = rng.normal(0.5 + (k - (len(counts) - 1) / 2) * signal, 0.2, (size, size, 3))
+            Image.fromarray((img.clip(0, 1) * 255).astype(np.uint8)).save(path / name / f"{i:03d}.png")
+    return f"folder:{path}"

@@ -96,6 +96,27 @@ def config_of(row) -> dict:
     return json.loads(row["config"]) if isinstance(row["config"], str) else row["config"]
 
 
+def result_of(row) -> dict:
+    """A run's result JSON (the engine's RunResult), {} before it ended."""
+    try:
+        return json.loads(row.get("result") or "{}") or {}
+    except ValueError:
+        return {}
+
+
+def scored_with(row) -> str:
+    """' · epoch E's weights (best)' for a finished run whose best epoch was not its last."""
+    res = result_of(row)
+    scored, last = res.get("scored_epoch"), res.get("epochs")
+    if scored is None or row.get("status") != "finished":
+        return ""
+    if scored != last:
+        why = "best validation"
+    else:
+        why = "the last, also the best" if res.get("best_epoch") == scored else "the last"
+    return f" · scored with epoch {scored}'s weights ({why})"
+
+
 def task_progress(key: str, running: bool, busy: str, failed: str) -> None:
     """The state of the background task whose id is in `st.session_state[key]`
     (core.runs.tasks): `busy` and its progress while it runs, refreshed every 2 s;

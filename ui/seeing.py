@@ -11,7 +11,7 @@ import streamlit as st
 from core import paths
 from core.errors import TLabError
 from core.insight import evaluate, explain, predict
-from core.train.checkpoint import CHECKPOINT_NAME, LoadedModel, load_run_model
+from core.train.checkpoint import BEST_NAME, CALIBRATION_NAME, CHECKPOINT_NAME, LoadedModel, load_run_model
 from ui import charts
 from ui.common import plain
 
@@ -29,13 +29,15 @@ def finished_runs(store):
 
 
 def _checkpoint(run_id: str):
-    ckpt = paths.run_dir(run_id) / CHECKPOINT_NAME
-    return ckpt, (ckpt.stat().st_mtime if ckpt.exists() else 0.0)
+    """A run's folder and the version of what loading it reads (last and best weights, calibration)."""
+    run_dir = paths.run_dir(run_id)
+    return run_dir, tuple(f.stat().st_mtime if f.exists() else 0.0
+                          for f in (run_dir / CHECKPOINT_NAME, run_dir / BEST_NAME, run_dir / CALIBRATION_NAME))
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=8)
-def _model(checkpoint: str, mtime: float) -> LoadedModel:
-    return load_run_model(checkpoint)
+def _model(run_dir: str, mtime: tuple) -> LoadedModel:
+    return load_run_model(run_dir)
 
 
 def run_model(run_id: str) -> LoadedModel:
@@ -47,7 +49,7 @@ def run_model(run_id: str) -> LoadedModel:
 # A resource, not data: the test images (up to tens of MB for a big test split)
 # are shared read-only, never pickled and copied per session.
 @st.cache_resource(show_spinner="Classifying the test images…", max_entries=8)
-def _evaluation(run_id: str, mtime: float) -> evaluate.Evaluation:
+def _evaluation(run_id: str, mtime: tuple) -> evaluate.Evaluation:
     return evaluate.evaluate_run(run_model(run_id))
 
 

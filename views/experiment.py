@@ -15,6 +15,7 @@ from ui import settings as settings_ui
 from ui.advisor import advisor_section
 from ui.backbone_picker import pick_backbone
 from ui.common import label, plain, plain_rows, store
+from ui.recipe import augmentation_preview, recipe_widgets
 
 DEFAULTS = RunConfig()  # the offline demo: Lite0 (bundled ImageNet weights), full fine-tuning, digits, 64 px, 3 epochs
 UPLOAD, FOLDER = "upload a ZIP of class folders", "a folder on this machine"
@@ -22,7 +23,8 @@ SINGLE, RACE, SWEEP, DISTILL = "Single run", "Strategy race", "Labels-per-class 
 SEARCH = "Search"
 # The RunConfig fields this form has a widget for; an uploaded settings file's other fields are kept as they are.
 FORM_FIELDS = ("backbone", "strategy", "dataset", "epochs", "image_size", "batch_size", "lr", "labels_per_class", "seed",
-               "device", "augment", "weights", "freeze_stages", "lr_decay", "unfreeze_every", "processes", "compile")
+               "device", "augment", "weights", "freeze_stages", "lr_decay", "unfreeze_every", "processes", "compile",
+               "patience", "monitor", "label_smoothing", "class_weights", "sampler", "use_weights", "min_delta")
 
 st.title("Transfer Learning Lab")
 st.caption(
@@ -124,13 +126,11 @@ with left:
     unfreeze_every = c3.number_input("Unfreeze every (epochs)", 1, 100, DEFAULTS.unfreeze_every, key="unfreeze_every",
                                      disabled="unfreeze_every" not in chosen.uses, help="Gradual: epochs between thawing one more group.")
     c1, c2 = st.columns(2)
-    augment = c1.checkbox("Augment (flip, crop, colour)", DEFAULTS.augment, key="augment")
     hw = forms.hardware()
     detected = hw.detected
-    device = c2.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="device", help=f"Detected here: {detected}.",
+    device = c1.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="device", help=f"Detected here: {detected}.",
                           format_func=lambda d: f"auto ({detected})" if d == "auto" else d)
-    c1, _ = st.columns(2)
-    processes = c1.number_input("Processes / GPUs", 1, 64, hw.gpus, key="processes",
+    processes = c2.number_input("Processes / GPUs", 1, 64, hw.gpus, key="processes",
                                 help=f"Train one run over this many processes with DDP (torchrun), one per GPU; "
                                      f"{hw.gpus if hw.cuda else 'no'} GPU(s) detected here. "
                                      "Batch size is the global batch, split evenly between them.")
@@ -140,12 +140,17 @@ with left:
     compile_model = st.checkbox("Compile the model (torch.compile)", DEFAULTS.compile, key="compile",
                                 help="Faster training steps after a slow start (compiling takes a minute or more): "
                                      "worth it on a GPU and for long runs, rarely for a short CPU run.")
+    recipe = recipe_widgets(DEFAULTS)
 
 cfg = settings_ui.with_extras(forms.config_from(dict(backbone=backbone, strategy=strategy, dataset=dataset, epochs=int(epochs),
                               image_size=int(image_size), batch_size=int(batch_size), lr=float(lr),
-                              labels_per_class=int(labels) or None, seed=int(seed), device=device, augment=augment,
+                              labels_per_class=int(labels) or None, seed=int(seed), device=device,
                               weights=weights_file, freeze_stages=int(freeze_stages), lr_decay=float(lr_decay),
-                              unfreeze_every=int(unfreeze_every), processes=int(processes), compile=compile_model)), FORM_FIELDS)
+                              unfreeze_every=int(unfreeze_every), processes=int(processes), compile=compile_model,
+                              **recipe)), FORM_FIELDS)
+if dataset is not None:
+    with left:
+        augmentation_preview(cfg)
 
 with right:
     advisor_section(cfg, dataset is not None)

@@ -11,7 +11,7 @@ from core.errors import TLabError
 from core.runs import jobs
 from core.train import strategies
 from ui import charts
-from ui.common import config_of, label, latest_group, pick_runs, plain, store
+from ui.common import config_of, label, latest_group, pick_runs, plain, scored_with, store
 from ui.sharing import download_pack, upload_pack
 
 ACTIVE = ("queued", "running")
@@ -50,7 +50,7 @@ def _progress(row: dict, steps) -> tuple[float, str]:
     world = row.get("world_size") or 1
     over = f" over {world} processes" if world > 1 else ""
     if row["status"] == "finished":
-        return 1.0, f"done: {cfg['epochs']} epoch(s){over}"
+        return 1.0, f"done: {row.get('epochs_done') or cfg['epochs']} of {cfg['epochs']} epoch(s){over}"
     if not total:
         return 0.0, "waiting to start" if row["status"] == "queued" else "loading data and model…"
     ips = float(steps["images_per_second"].tail(20).mean()) if len(steps) else 0.0
@@ -99,7 +99,8 @@ def live_view() -> None:
             icon = {"queued": "⏳", "running": "🏃", "finished": "✅", "failed": "❌", "cancelled": "⏹️", "interrupted": "⚠️", "pruned": "✂️"}
             c1.markdown(f"{icon.get(row['status'], '')} **{plain(label(row))}** — {row['status']}"
                         + (f": {plain(row['reason'])}" if row["reason"] else "")
-                        + (f" · test accuracy **{row['test_accuracy']:.3f}**" if row["test_accuracy"] is not None else ""))
+                        + (f" · test accuracy **{row['test_accuracy']:.3f}**" if row["test_accuracy"] is not None else "")
+                        + scored_with(row))
             c2.progress(frac, text=text)
             if row["status"] in ACTIVE and c3.button("Stop", key=f"stop_{run_id}"):
                 try:

@@ -36,6 +36,20 @@ def result_of(row: dict) -> dict:
     return {"run_id": row["id"], **result, "status": row["status"], "reason": row["reason"]}
 
 
+# What the training recipe adds to a run's result (core.train.events.RunResult).
+RECIPE_FIELDS = ("best_epoch", "scored_epoch", "stop_reason", "balanced_accuracy", "temperature", "ece", "ece_calibrated")
+
+
+def recipe_lines(out: dict) -> None:
+    """Which epoch's weights were scored, why the run stopped, calibration."""
+    if out.get("scored_epoch") is not None:
+        print(f"test scored with epoch {out['scored_epoch']}'s weights (best validation epoch: {out['best_epoch']}); "
+              f"{out.get('stop_reason') or ''}")
+    if out.get("ece") is not None:
+        print(f"balanced accuracy {out['balanced_accuracy']:.4f}; expected calibration error {out['ece']:.4f}, "
+              f"{out['ece_calibrated']:.4f} after temperature scaling (T={out['temperature']:.3g})")
+
+
 def finish(args, row: dict) -> int:
     """Print how a run ended; exit 0 finished, 1 failed in training, 2 could not
     start (bad data or weights), 3 cancelled or interrupted."""
@@ -48,6 +62,7 @@ def finish(args, row: dict) -> int:
             print(f"test accuracy {out['test_accuracy']:.4f}, val accuracy {out['val_accuracy']:.4f} after "
                   f"{out['epochs']} epoch(s) in {out['seconds']:.1f}s ({out['images_per_second']:.0f} images/s "
                   f"on {out['device']}{', feature cache' if out.get('feature_cache') else ''})")
+        recipe_lines(out)
         if out.get("checkpoint"):
             print(f"trainable {out['trainable_params']:,} of {out['total_params']:,} parameters; checkpoint {out['checkpoint']}")
     if row["status"] == "failed":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 
-from core.cli.output import finish, print_table
+from core.cli.output import RECIPE_FIELDS, finish, print_table, recipe_lines
 
 
 def cmd_runs(args) -> int:
@@ -39,6 +39,8 @@ def cmd_show(args) -> int:
         "last_epoch": epochs.iloc[-1].to_dict() if len(epochs) else None,
         "result": json.loads(row["result"]) if row["result"] else None,
     }
+    result = out["result"] or {}
+    out.update({k: result.get(k) for k in RECIPE_FIELDS})
     if args.json:
         print(json.dumps(out, indent=2, default=str))
         return 0
@@ -50,6 +52,7 @@ def cmd_show(args) -> int:
                     ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"])
     if out["test_accuracy"] is not None:
         print(f"test accuracy {out['test_accuracy']:.4f}")
+    recipe_lines(out)
     return 0
 
 

@@ -139,3 +139,27 @@ def preview_folder(dataset: str, classes: int = 12, per_class: int = 8, size: in
         samples.append([raw.x[i].permute(1, 2, 0).expand(-1, -1, 3).numpy() for i in idx])
     return FolderPreview(len(raw.y), list(raw.class_names), counts.tolist(), raw.skipped,
                          raw.skipped_examples[0] if raw.skipped else "", samples)
+
+
+@dataclass
+class AugmentPreview:
+    originals: list[np.ndarray]  # HxWx3 uint8: training images as stored
+    drawn: list[np.ndarray]  # the same images as the model sees them with the config's augmentation
+    what: str  # the policy in words
+
+
+def preview_augmentation(cfg: RunConfig, draw: int = 0, n: int = 8) -> AugmentPreview:
+    """The first `n` training images of a config's split, and one draw (`draw`
+    picks it; the same number gives the same picture) of its augmentation, run
+    by the same code the trainer runs. Raises TLabError for data that can't load."""
+    bundle = data.load(cfg.dataset, cfg.image_size, cfg.seed, cfg.labels_per_class, cfg.val_fraction, cfg.test_fraction)
+    source = data.Batches(bundle.train, n, torch.device("cpu"), workers=0)
+    x, y, _ = next(source(torch.arange(min(n, len(bundle.train)))))
+    unit = data.to_unit(x)
+    policy = data.policy_of(cfg)
+    seen = unit if policy is None else data.Augmenter(policy, cfg.image_size)(unit, cfg.seed * 1_000_003 + draw, y)[0]
+
+    def pictures(t: torch.Tensor) -> list[np.ndarray]:
+        return [a for a in (t * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()]
+
+    return AugmentPreview(pictures(unit), pictures(seen), data.describe(policy))

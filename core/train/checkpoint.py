@@ -7,6 +7,7 @@ read them here.
 
 from __future__ import annotations
 
+import json
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -19,7 +20,10 @@ from core.errors import TLabError
 from core.train import backbones
 from core.train.backbones import BackboneSpec
 
-CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_NAME = "checkpoint.pt"  # the last epoch's: model, optimizer, plan state; what resume continues from
+BEST_NAME = "best.pt"  # the best validation epoch's weights, kept beside the last
+CALIBRATION_NAME = "calibration.json"  # the temperature fitted on the validation split
+WEIGHTS_CHOICES = ("best", "last")
 
 
 class CheckpointError(TLabError):
@@ -120,24 +124,59 @@ class LoadedModel:
     config: dict = field(default_factory=dict)
     checkpoint: Path | None = None
     epoch: int | None = None
+    temperature: float = 1.0  # divides the logits for calibrated probabilities (1: none fitted)
+    which: str = "last"  # best | last: which of the run's checkpoints this is
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
 
-def checkpoint_path(run_dir_or_checkpoint: str | Path) -> Path:
-    """The checkpoint file of a run folder, or the file itself."""
+def checkpoint_path(run_dir_or_checkpoint: str | Path, which: str = "last") -> Path:
+    """The checkpoint file of a run folder (`which`: the last epoch's, or the
+    best validation epoch's when the run kept one), or the file itself."""
     p = Path(run_dir_or_checkpoint).expanduser()
-    return p / CHECKPOINT_NAME if p.is_dir() else p
+    if not p.is_dir():
+        return p
+    return p / BEST_NAME if which == "best" and (p / BEST_NAME).exists() else p / CHECKPOINT_NAME
 
 
-def load_run_model(run_dir_or_checkpoint: str | Path) -> LoadedModel:
+def save_calibration(run_dir: Path, values: dict) -> None:
+    tmp = Path(run_dir) / (CALIBRATION_NAME + ".tmp")
+    tmp.write_text(json.dumps(values))
+    os.replace(tmp, Path(run_dir) / CALIBRATION_NAME)
+
+
+def load_calibration(run_dir: Path) -> dict:
+    """A run's fitted temperature and ECE figures ({} when it has none)."""
+    try:
+        values = json.loads((Path(run_dir) / CALIBRATION_NAME).read_text())
+        return values if isinstance(values, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def default_weights() -> str:
+    """Which weights Predict, Inspect, export and distillation load from a run
+    folder: $TLAB_WEIGHTS (best | last), else the run's own `use_weights`."""
+    choice = os.environ.get("TLAB_WEIGHTS", "").strip().lower()
+    if choice and choice not in WEIGHTS_CHOICES:
+        raise CheckpointError(f"TLAB_WEIGHTS must be best or last (got {choice!r}).")
+    return choice
+
+
+def load_run_model(run_dir_or_checkpoint: str | Path, which: str | None = None) -> LoadedModel:
     """The model of a run, from its folder or its checkpoint file, ready to
     predict: built for its backbone, class count and image size, weights
-    loaded, eval mode, CPU. Raises CheckpointError with what to do."""
+    loaded, eval mode, CPU. From a folder, `which` picks the best validation
+    epoch's weights or the last epoch's; None follows $TLAB_WEIGHTS, else the
+    run's `use_weights` (best by default). Raises CheckpointError with what to do."""
     given = Path(run_dir_or_checkpoint).expanduser()
-    path = checkpoint_path(given)
+    if which is not None and which not in WEIGHTS_CHOICES:
+        raise CheckpointError(f"weights must be best or last (got {which!r}).")
+    explicit = which or default_weights()
+    which = explicit or "best"
+    path = checkpoint_path(given, which)
     if not path.exists():
         if given.is_dir():
             raise CheckpointError(
@@ -157,6 +196,8 @@ def load_run_model(run_dir_or_checkpoint: str | Path) -> LoadedModel:
         raise CheckpointError(f"{path} holds no model weights (expected a Transfer Learning Lab checkpoint): "
                               "train the run again.")
     config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    if given.is_dir() and path.name == BEST_NAME and not explicit and config.get("use_weights") == "last":  # the run itself chose its last epoch's weights
+        return load_run_model(given, "last")
     class_names = [str(c) for c in (ckpt.get("class_names") or [])]
     backbone = ckpt.get("backbone") or config.get("backbone")
     image_size = ckpt.get("image_size") or config.get("image_size")
@@ -179,5 +220,9 @@ def load_run_model(run_dir_or_checkpoint: str | Path) -> LoadedModel:
             "the checkpoint may come from another version of the app; train the run again.") from None
     model.eval()
     epoch = ckpt.get("epoch")
-    return LoadedModel(model, spec, class_names, image_size, dict(config), path,
-                       int(epoch) if isinstance(epoch, int) else None)
+    epoch = int(epoch) if isinstance(epoch, int) else None
+    cal = load_calibration(path.parent)
+    # The temperature was fitted for the weights that scored the test split: only those get it.
+    temperature = float(cal["temperature"]) if cal.get("epoch") == epoch and cal.get("temperature") else 1.0
+    return LoadedModel(model, spec, class_names, image_size, dict(config), path, epoch, temperature,
+                       "best" if path.name == BEST_NAME else "last")

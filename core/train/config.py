@@ -14,6 +14,12 @@ from core import paths
 from core.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+AUGMENT_LEVELS = ("none", "light", "strong")
+AUTO_AUGMENTS = ("none", "trivial", "randaugment")
+MONITORS = ("val_loss", "val_accuracy")
+WEIGHTS_USED = ("best", "last")
+CLASS_WEIGHTS = ("none", "auto")
+SAMPLERS = ("shuffle", "balanced")
 
 
 @dataclass(frozen=True)
@@ -29,7 +35,7 @@ class RunConfig:
     labels_per_class: int | None = None  # None: all training images
     seed: int = 0
     device: str = "auto"
-    augment: bool = False
+    augment: str = "none"  # none | light | strong (runs stored before this read false/true as none/light)
     weights: str | None = None  # a weights file the user names
     freeze_stages: int = 2  # partial: stem + this many body groups frozen
     lr_decay: float = 0.5  # discriminative: LR factor per group from head to stem
@@ -53,6 +59,30 @@ class RunConfig:
     # torch.compile the model for training: slower first steps (compilation),
     # faster ones after, mostly on a GPU.
     compile: bool = False
+    # The training recipe (README, "Training recipe"). Every default keeps a
+    # config stored before these fields existed meaning what it meant.
+    use_weights: str = "best"  # which epoch's weights score the test split and serve Predict, Inspect, export
+    monitor: str = "val_loss"  # what "best" and early stopping watch
+    patience: int | None = None  # stop after this many epochs without improvement; None: never early
+    min_delta: float = 0.0  # an improvement smaller than this does not count
+    label_smoothing: float = 0.0
+    class_weights: str = "none"  # auto: inverse-frequency loss weights
+    sampler: str = "shuffle"  # balanced: batches drawn with every class equally likely
+    # Augmentation knobs; None takes the level's value (core/train/data/augment.py).
+    crop_scale: float | None = None  # RandomResizedCrop's smallest area share
+    flip: bool | None = None
+    auto_augment: str | None = None  # none | trivial | randaugment
+    color_jitter: float | None = None
+    mixup: float = 0.0  # probability of MixUp per batch
+    cutmix: float = 0.0  # probability of CutMix per batch
+
+    def __post_init__(self):
+        if isinstance(self.augment, bool):  # stored (or passed) before augmentation had levels
+            object.__setattr__(self, "augment", "light" if self.augment else "none")
+
+    @property
+    def augmenting(self) -> bool:
+        return self.augment != "none"
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -121,4 +151,37 @@ def check_ranges(cfg: RunConfig) -> RunConfig:
     _check(isinstance(cfg.compile, bool), f"compile must be true or false (got {cfg.compile!r}).")
     if cfg.teacher is not None:
         paths.check_run_id(cfg.teacher)
+    check_recipe(cfg)
     return cfg
+
+
+def _choice(value, choices: tuple, what: str) -> None:
+    _check(value in choices, f"{what} must be one of {', '.join(choices)} (got {value!r}).")
+
+
+def _fraction(value, what: str, hint: str, low: float = 0.0, high: float = 1.0) -> None:
+    _check(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+           and low <= value <= high, f"{what} must be between {low:g} and {high:g} (got {value!r}); {hint}.")
+
+
+def check_recipe(cfg: RunConfig) -> None:
+    """The training recipe's settings: best weights, early stopping, imbalance, augmentation."""
+    _choice(cfg.use_weights, WEIGHTS_USED, "use weights")
+    _choice(cfg.monitor, MONITORS, "monitor")
+    if cfg.patience is not None:
+        _check(isinstance(cfg.patience, int) and not isinstance(cfg.patience, bool) and 1 <= cfg.patience <= 1000,
+               f"patience must be a whole number of epochs, at least 1 (got {cfg.patience!r}); 3-10 is usual.")
+    _fraction(cfg.min_delta, "min delta", "0 counts any improvement, 0.001 ignores noise in the last digits")
+    _fraction(cfg.label_smoothing, "label smoothing", "0.1 is usual", high=0.5)
+    _choice(cfg.class_weights, CLASS_WEIGHTS, "class weights")
+    _choice(cfg.sampler, SAMPLERS, "sampler")
+    _choice(cfg.augment, AUGMENT_LEVELS, "augment")
+    if cfg.crop_scale is not None:
+        _fraction(cfg.crop_scale, "crop scale", "0.08 crops hard, 1 never crops", low=0.05)
+    _check(cfg.flip is None or isinstance(cfg.flip, bool), f"flip must be true or false (got {cfg.flip!r}).")
+    if cfg.auto_augment is not None:
+        _choice(cfg.auto_augment, AUTO_AUGMENTS, "auto augment")
+    if cfg.color_jitter is not None:
+        _fraction(cfg.color_jitter, "colour jitter", "0.2 is mild, 0.4 strong")
+    _fraction(cfg.mixup, "mixup", "it is the probability of mixing a batch; 0 is off, 0.5 is usual")
+    _fraction(cfg.cutmix, "cutmix", "it is the probability of cutting and pasting within a batch; 0 is off")

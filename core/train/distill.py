@@ -29,13 +29,13 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets:
 
 
 def load_teacher(run_id: str):
-    """The teacher run's model, on CPU, in eval mode."""
+    """The teacher run's model (the weights its test split was scored with), on CPU, in eval mode."""
     from core.train.checkpoint import CHECKPOINT_NAME, load_run_model
 
     ckpt = paths.run_dir(run_id) / CHECKPOINT_NAME
     if not ckpt.exists():
         raise ConfigError(f"Teacher run {run_id} has no checkpoint in {ckpt.parent}: pick a finished run as teacher.")
-    return load_run_model(ckpt)
+    return load_run_model(ckpt.parent)  # its best validation epoch's weights, unless the run chose its last
 
 
 def teacher_input(x: torch.Tensor, teacher, g: torch.Generator | None = None) -> torch.Tensor:

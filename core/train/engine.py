@@ -22,14 +22,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from core import faults
 from core.errors import ConfigError, TLabError
-from core.train import backbones, data, distill, strategies
+from core.train import backbones, checkpoint, data, distill, recipe, scoring, strategies
 from core.train.backbones import head_removed  # noqa: F401  (re-exported: callers reach it here)
-from core.train.checkpoint import CheckpointWriteError, save_atomic
+from core.train.checkpoint import CheckpointWriteError
 from core.train.config import RunConfig
 from core.train.device import (is_out_of_memory, out_of_memory_reason, release_memory,  # noqa: F401  (re-exported)
                                resolve_device)
@@ -86,8 +85,11 @@ class _Run:
     teacher: Any = None  # distillation: the teacher's LoadedModel
     soft_targets: torch.Tensor | None = None  # its cached logits, when the inputs don't change (no augmentation)
     result: RunResult | None = None
-    aug_gen: torch.Generator | None = None
+    watch: recipe.Watch = field(default_factory=recipe.Watch)  # best epoch, early stopping
+    loss: recipe.Loss = field(default_factory=recipe.Loss)
+    augmenter: data.Augmenter | None = None
     aug_stream: int = 0
+    rng_state: torch.Tensor | None = None  # the CPU generator's state at the resumed epoch (dropout, ...)
     images_seen: int = 0
     train_seconds: float = 0.0
     dropped_noted: int = 0
@@ -119,8 +121,12 @@ class Trainer(Runner):
         try:
             for epoch in range(r.start_epoch, self.cfg.epochs + 1):
                 self._end_of_epoch(r, epoch, self._train_epoch(r, epoch))
-            r.result.test_loss, r.result.test_accuracy = self._evaluate_split(r, "test")
-            self._note_dropped(r.dropped_noted, "in the test set")
+                # Every process watches the same all-reduced validation figures: all stop at this step.
+                if r.watch.should_stop:
+                    reason = r.result.stop_reason = r.watch.stop_reason(epoch)
+                    self.emit(Note(f"{reason}: no improvement of {self.cfg.monitor} for {self.cfg.patience} epoch(s)"))
+                    break
+            self._score(r)
         except Cancelled:
             status, reason = "cancelled", "stopped by request"
         except (Diverged, CheckpointWriteError) as e:
@@ -165,6 +171,8 @@ class Trainer(Runner):
         r.model.load_state_dict(ckpt["model"])
         r.start_epoch = int(ckpt["epoch"]) + 1
         r.best_val, r.step = ckpt.get("best_val_accuracy"), int(ckpt.get("step", 0))
+        r.watch.load_state_dict(ckpt.get("watch") or {})
+        r.rng_state = ckpt.get("rng_state")
         r.w0 = {g: [t.to(self.device) for t in ts] for g, ts in ckpt["w0"].items()}
         r.plan = strategies.make_plan(self.spec, r.model, self.cfg, r.start_epoch - 1)
         strategies.apply_plan(self.spec, r.model, r.plan, r.optimizer)
@@ -179,7 +187,7 @@ class Trainer(Runner):
         for split in (bundle.train, bundle.val, bundle.test):
             if isinstance(split.x, torch.Tensor):
                 split.x, split.y = split.x.to(self.device), split.y.to(self.device)
-        r.use_cache = FEATURE_CACHE and self.strategy.feature_cache and not cfg.augment
+        r.use_cache = FEATURE_CACHE and self.strategy.feature_cache and not cfg.augmenting
         if r.use_cache:
             self._cache_features(r)
             r.train_split, r.net = r.feats["train"], r.model.get_submodule(self.spec.head)
@@ -230,7 +238,7 @@ class Trainer(Runner):
         r.teacher = distill.load_teacher(cfg.teacher)
         distill.check_teacher(r.teacher, r.bundle.class_names)
         r.teacher.model.to(self.device)
-        if not cfg.augment:
+        if not cfg.augmenting:
             r.soft_targets, hit = distill.cached_teacher_logits(r.teacher, r.bundle.train, r.bundle.key, self.device)
             self.emit(Note(f"distilling from run {cfg.teacher} ({r.teacher.spec.title}): its logits for "
                            f"{len(r.soft_targets)} training images {'read from the cache' if hit else 'computed once'}, "
@@ -253,10 +261,16 @@ class Trainer(Runner):
                              feature_cache=r.use_cache, best_val_accuracy=r.best_val, world_size=dist.world_size)
         if dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-        # On the training device: drawing augmentation parameters then costs no
-        # host-to-device copy (a stream sync on CUDA) per batch.
-        r.aug_gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 7919) if cfg.augment else None
+        policy = data.policy_of(cfg)
+        r.augmenter = data.Augmenter(policy, cfg.image_size) if policy is not None and not r.use_cache else None
         r.aug_stream = cfg.seed * 1_000_003 + 7919 * dist.rank  # each process augments its own slice differently
+        weight = (recipe.class_weights(r.train_split.y, bundle.num_classes).to(self.device)
+                  if cfg.class_weights == "auto" else None)
+        r.loss = recipe.Loss(weight, cfg.label_smoothing)
+        r.watch.monitor, r.watch.patience, r.watch.min_delta = cfg.monitor, cfg.patience, cfg.min_delta
+        said = recipe.summary(cfg, data.describe(policy) if policy is not None else "", weight)
+        if said:
+            self.emit(Note(said))
 
     def _replan(self, r: _Run, epoch: int) -> None:
         """The strategy's plan for this epoch, applied when it changed (gradual unfreezing)."""
@@ -265,6 +279,7 @@ class Trainer(Runner):
             r.plan = new_plan
             strategies.apply_plan(self.spec, r.model, r.plan, r.optimizer)
             r.fwd = self._wrapped(r)  # DDP syncs the parameters trainable when it was built
+            r.watch.thawed()  # a thaw starts early stopping's count again
             self.emit(PlanChange(epoch, r.plan))
         r.result.trainable_params = max(r.result.trainable_params, r.plan.trainable_params)
         if r.use_cache:
@@ -275,11 +290,14 @@ class Trainer(Runner):
     def _train_epoch(self, r: _Run, epoch: int) -> _EpochTotals:
         cfg, dist = self.cfg, self.dist
         self._replan(r, epoch)
-        if r.aug_gen is not None:  # resumable: the augmentation stream depends only on seed and epoch
-            r.aug_gen.manual_seed(r.aug_stream + epoch)
+        if r.rng_state is not None:  # resumed: the CPU generator where the uninterrupted run had it
+            torch.set_rng_state(r.rng_state)
+            r.rng_state = None
         epoch_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
         n_train, bs = len(r.train_split.y), r.bs
-        if cfg.steps:
+        if cfg.sampler == "balanced":
+            order = recipe.balanced_order(r.train_split.y, r.steps_per_epoch * bs, epoch_gen)
+        elif cfg.steps:
             order = torch.randint(n_train, (r.steps_per_epoch * bs,), generator=epoch_gen)
         else:
             order = torch.randperm(n_train, generator=epoch_gen)
@@ -311,16 +329,17 @@ class Trainer(Runner):
 
     def _step(self, r: _Run, epoch: int, xraw, yb, idx, grad_sq) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimisation step on one batch: (logits, loss), detached."""
-        t_logits = None
+        t_logits, mix = None, None
         if r.use_cache:
             xb = xraw
-        elif r.teacher is not None and r.soft_targets is None:  # augmented: the teacher sees the same crop
-            xa = data.augment(data.to_unit(xraw), r.aug_gen)
+        elif r.augmenter is not None:  # resumable: each step's draw depends only on seed, rank and step
+            xa, mix = r.augmenter(data.to_unit(xraw.to(self.device)), r.aug_stream + 7 * r.step, yb)
             xb = self._normalise(xa)
-            with torch.inference_mode():
-                t_logits = r.teacher.model(distill.teacher_input(xa, r.teacher)).float()
+            if r.teacher is not None and r.soft_targets is None:  # the teacher sees the same crop
+                with torch.inference_mode():
+                    t_logits = r.teacher.model(distill.teacher_input(xa, r.teacher)).float()
         else:
-            xb = self._prep(xraw, r.aug_gen)
+            xb = self._prep(xraw)
         if r.soft_targets is not None:
             t_logits = r.soft_targets[idx]
         factor = lr_factor(r.step, r.total_steps)
@@ -331,7 +350,7 @@ class Trainer(Runner):
         if t_logits is not None:
             loss = distill.kd_loss(logits, t_logits.clone(), yb, self.cfg.temperature, self.cfg.alpha)
         else:
-            loss = F.cross_entropy(logits, yb)
+            loss = r.loss(logits, yb, mix)
         loss = faults.fire("loss", loss, epoch=epoch, step=r.step + 1, run_id=self.run_id)
         r.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -376,21 +395,29 @@ class Trainer(Runner):
         val_loss, val_acc = self._evaluate_split(r, "val")
         r.best_val = val_acc if r.best_val is None else max(r.best_val, val_acc)
         r.result.epochs, r.result.val_accuracy, r.result.best_val_accuracy = epoch, val_acc, r.best_val
+        improved = r.watch.update(epoch, val_loss, val_acc)
+        r.result.best_epoch = r.watch.best_epoch
         self.emit(EpochEnd(epoch, float(loss_sum) / max(1, seen), float(correct) / max(1, seen), val_loss, val_acc,
                            t.seconds, seen / max(t.seconds, 1e-9)))
         r.dropped_noted = self._note_dropped(r.dropped_noted, f"in epoch {epoch}")
         if not dist.is_main:
             return  # rank 0 alone reports layer stats and writes the checkpoint
         self.emit(LayerStats(epoch, self._layer_rows(r.plan, r.groups, r.w0, t.grad_sq, r.steps_per_epoch)))
-        ckpt_path = self.run_dir / "checkpoint.pt"
-        save_atomic({
-            "model": r.model.state_dict(), "optimizer": r.optimizer.state_dict(),
-            "config": dataclasses.asdict(self.cfg), "epoch": epoch, "step": r.step,
-            "best_val_accuracy": r.best_val, "class_names": list(r.bundle.class_names),
-            "backbone": self.spec.name, "image_size": self.cfg.image_size,
+        weights = {"model": r.model.state_dict(), "config": dataclasses.asdict(self.cfg), "epoch": epoch,
+                   "class_names": list(r.bundle.class_names), "backbone": self.spec.name,
+                   "image_size": self.cfg.image_size, "monitor": self.cfg.monitor, "best": r.watch.best}
+        if improved:  # the best-validation weights, kept beside the last: written first, so a crash keeps them paired
+            checkpoint.save_atomic(weights, self.run_dir / checkpoint.BEST_NAME)
+        ckpt_path = self.run_dir / checkpoint.CHECKPOINT_NAME
+        checkpoint.save_atomic({
+            **weights, "optimizer": r.optimizer.state_dict(), "step": r.step, "best_val_accuracy": r.best_val,
             "w0": {g: [w.cpu() for w in ws] for g, ws in r.w0.items()},
+            "watch": r.watch.state_dict(), "rng_state": torch.get_rng_state(),
         }, ckpt_path)
         r.result.checkpoint = str(ckpt_path)
+
+    def _score(self, r: _Run) -> None:
+        scoring.score(self, r)
 
     def _evaluate_split(self, r: _Run, which: str) -> tuple[float, float]:
         if r.use_cache:
@@ -401,6 +428,7 @@ class Trainer(Runner):
         self._sources.clear()  # a streamed split's DataLoader workers end here, not with the process
         result = r.result
         result.status, result.reason = status, reason
+        result.stop_reason = result.stop_reason or reason or f"completed all {self.cfg.epochs} epoch(s)"
         result.seconds = time.perf_counter() - t_start
         result.images_per_second = r.images_seen / r.train_seconds if r.train_seconds else 0.0
         self.emit(RunEnd(status, reason, result))

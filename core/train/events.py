@@ -103,6 +103,17 @@ class RunResult:
     checkpoint: str = ""
     feature_cache: bool = False
     world_size: int = 1
+    # The recipe (core.train.recipe, core.train.calibration): which epoch was
+    # best on validation and whose weights scored the test split, why the run
+    # stopped, balanced accuracy, and calibration on the test split.
+    best_epoch: int | None = None
+    scored_epoch: int | None = None
+    stop_reason: str = ""
+    balanced_accuracy: float | None = None
+    temperature: float | None = None
+    ece: float | None = None
+    ece_calibrated: float | None = None
+    reliability: dict | None = None  # per confidence bin, "before" and "after" temperature scaling
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

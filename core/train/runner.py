@@ -54,8 +54,8 @@ class Runner:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _prep(self, x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
-        x = data.batch_input(x.to(self.device, non_blocking=True), self.spec.mean, self.spec.std, g)
+    def _prep(self, x: torch.Tensor) -> torch.Tensor:
+        x = data.batch_input(x.to(self.device, non_blocking=True), self.spec.mean, self.spec.std)
         return x.contiguous(memory_format=torch.channels_last) if self.cuda else x
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
@@ -81,6 +81,20 @@ class Runner:
         loss_sum, correct, count = self.dist.sum_(loss_sum), self.dist.sum_(correct), self.dist.sum_(count)
         n = max(1, int(count))
         return float(loss_sum) / n, float(correct) / n
+
+    @torch.inference_mode()
+    def logits(self, model: nn.Module, split: data.Split, features: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, labels) of a whole split, on the CPU, in this process alone (no collective)."""
+        model.eval()
+        out, ys = [], []
+        for xb, yb, _ in self._batches(split, EVAL_BATCH)():
+            x = xb.to(self.device) if features else self._prep(xb)
+            with self._autocast():
+                out.append(model(x).float().cpu())
+            ys.append(yb.cpu())
+        if not out:
+            return torch.zeros((0, 0)), torch.zeros(0, dtype=torch.long)
+        return torch.cat(out), torch.cat(ys)
 
     def _note_dropped(self, noted: int, where: str) -> int:
         """Say how many unreadable files streaming met since the last note."""

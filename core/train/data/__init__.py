@@ -16,7 +16,8 @@ The pieces, each importing only those above it in this list:
   registry    REGISTRY, get, availability, and decoded images cached in memory and on disk
   streaming   folders too large for memory, read by DataLoader workers; Batches for any split
   splits      stratified splits, labels per class, `load` and `run_split`
-  transforms  uint8 batch -> model input, batched augmentation
+  transforms  uint8 batch -> model input
+  augment     batched, seeded augmentation on the device (Kornia), by level and knobs
 Callers use `from core.train import data` and the names below.
 """
 
@@ -30,7 +31,8 @@ from core.train.data.registry import (DECODE_VERSION, REGISTRY, _raw_cached, ava
                                       source_stamp)
 from core.train.data.splits import SPLITS, load, per_class_subset, run_split, stratified_split
 from core.train.data.streaming import IN_MEMORY_MB, Batches, ImageFiles, stream_workers
-from core.train.data.transforms import augment, batch_input, normalise, to_input, to_unit
+from core.train.data.augment import LEVELS, Augmenter, Policy, augment, describe, policy_of
+from core.train.data.transforms import batch_input, normalise, to_input, to_unit
 
 __all__ = [
     "ARCHIVE_SUFFIXES", "FOLDER_PREFIX", "IMAGE_SUFFIXES", "RATIO_FLOOR_BYTES", "DataBundle", "DatasetSpec", "RawData",
@@ -38,5 +40,5 @@ __all__ = [
     "shift_appearance", "load_unlabelled", "DECODE_VERSION", "REGISTRY", "_raw_cached", "availability", "folder_path",
     "get", "load_raw", "source_stamp", "SPLITS", "load", "per_class_subset", "run_split", "stratified_split",
     "IN_MEMORY_MB", "Batches", "ImageFiles", "stream_workers", "augment", "batch_input", "normalise", "to_input",
-    "to_unit",
+    "to_unit", "LEVELS", "Augmenter", "Policy", "describe", "policy_of",
 ]

@@ -1,0 +1,131 @@
+"""The training recipe, for real: best weights, early stopping, augmentation,
+calibration, class imbalance (tiny images, CPU)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from helpers import image_folder
+from core.errors import ConfigError
+from core.train import calibration, checkpoint, data, engine, events
+from core.train.config import RunConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class Recorder(list):
+    def __call__(self, event):
+        self.append(event)
+
+    def of(self, kind):
+        return [e for e in self if isinstance(e, kind)]
+
+
+def test_early_stopping_ends_a_run_whose_validation_loss_rises_and_scores_the_best_epoch(tmp_path):
+    # Random-noise images with random labels: the model can only memorise them, so the
+    # validation loss falls for a few epochs at most, then climbs.
+    ds = image_folder(tmp_path / "noise", {"a": 60, "b": 60})
+    rec = Recorder()
+    cfg = RunConfig(backbone="mlp", strategy="scratch", dataset=ds, epochs=12, image_size=16, batch_size=16, lr=0.01,
+                    device="cpu", val_fraction=0.25, test_fraction=0.25, patience=2)
+    result = engine.train(cfg, run_dir=tmp_path / "run", listeners=(rec,))
+    epochs = rec.of(events.EpochEnd)
+    val = {e.epoch: e.val_loss for e in epochs}
+    best = min(val, key=val.get)
+    last = epochs[-1].epoch
+    assert result.status == "finished" and last < 12
+    assert result.reason == result.stop_reason == f"stopped early at epoch {last} (best {best})"
+    assert last == best + 2 and val[last] > val[best]
+    assert result.best_epoch == result.scored_epoch == best
+    # The best checkpoint is the best validation epoch's; the last one is where resume continues.
+    run_dir = tmp_path / "run"
+    assert torch.load(run_dir / "best.pt", weights_only=True)["epoch"] == best
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"] == last
+    # The test split was scored with the best weights, and Predict/Inspect load them by default.
+    loaded = checkpoint.load_run_model(run_dir)
+    assert loaded.epoch == best and loaded.which == "best"
+    assert checkpoint.load_run_model(run_dir, "last").epoch == last
+    trainer = engine.Trainer(cfg, tmp_path / "other")
+    bundle = data.load(ds, 16, 0, None, 0.25, 0.25)
+    assert trainer.evaluate(loaded.model, bundle.test)[1] == pytest.approx(result.test_accuracy)
+    assert result.ece is not None and result.ece_calibrated is not None and result.temperature > 0
+    assert json.loads((run_dir / "calibration.json").read_text())["epoch"] == best
+
+
+def test_use_weights_last_scores_the_last_epoch(tmp_path):
+    ds = image_folder(tmp_path / "noise", {"a": 30, "b": 30})
+    cfg = RunConfig(backbone="mlp", strategy="scratch", dataset=ds, epochs=4, image_size=16, batch_size=16, lr=0.01,
+                    device="cpu", val_fraction=0.25, test_fraction=0.25, use_weights="last")
+    result = engine.train(cfg, run_dir=tmp_path / "run")
+    assert result.scored_epoch == 4 and result.stop_reason == "completed all 4 epoch(s)"
+    assert checkpoint.load_run_model(tmp_path / "run").epoch == 4  # the run's own choice
+
+
+def test_temperature_scaling_lowers_the_ece_of_an_over_confident_model():
+    # A classifier right about 70% of the time whose logits are five times too large:
+    # it says 99% where it should say 70%.
+    g = torch.Generator().manual_seed(0)
+    n, k = 4000, 5
+    y = torch.randint(k, (n,), generator=g)
+    logits = torch.randn(n, k, generator=g)
+    logits[torch.arange(n), y] += 1.6
+    logits *= 5
+    val, test = slice(0, n // 2), slice(n // 2, n)
+    cal = calibration.calibrate(logits[val], y[val], logits[test], y[test])
+    assert cal["temperature"] > 3
+    assert cal["ece"] > 0.2 and cal["ece_calibrated"] < 0.03
+    after = [r for r in cal["reliability"]["after"] if r["count"] > 100]
+    assert all(abs(r["accuracy"] - r["confidence"]) < 0.08 for r in after)
+    assert torch.equal(torch.softmax(logits / cal["temperature"], 1).argmax(1), logits.argmax(1))  # same answers
+
+
+def test_augmentation_draws_per_image_from_a_seed():
+    x = data.to_unit(data.load_raw("digits", 32).x[:16])
+    strong = data.policy_of(RunConfig(augment="strong"))
+    a1, a2, a3 = (data.augment(x, strong, s) for s in (7, 7, 8))
+    assert a1.shape == x.shape and torch.equal(a1, a2) and not torch.allclose(a1, a3)
+    assert (a1 - x).abs().flatten(1).amax(1).gt(0.1).all()  # every image changed
+    assert 0 <= float(a1.min()) and float(a1.max()) <= 1
+    # Per image, not per batch: the same image sixteen times comes out sixteen ways.
+    same = x[:1].expand(16, -1, -1, -1).contiguous()
+    out = data.augment(same, data.policy_of(RunConfig(augment="light")), 0)
+    assert len({round(float(v), 4) for v in out.flatten(1).mean(1)}) == 16
+    assert data.policy_of(RunConfig()) is None
+    assert data.policy_of(RunConfig(augment="light", crop_scale=0.9, flip=False)).crop_scale == 0.9
+
+
+def test_flip_knob_flips_about_half_the_images():
+    x = torch.zeros(200, 3, 16, 16)
+    x[..., 8:] = 1.0  # dark left half, bright right half
+    policy = data.Policy(crop_scale=1.0, flip=True, auto_augment="none", color_jitter=0.0)
+    out = data.Augmenter(policy, 16)(x, 0)[0]
+    flipped = (out[..., :8].mean(dim=(1, 2, 3)) > out[..., 8:].mean(dim=(1, 2, 3))).float().mean()
+    assert 0.3 < flipped < 0.7
+
+
+def test_mixup_mixes_labels_the_way_it_mixes_images():
+    x = torch.stack([torch.zeros(3, 8, 8), torch.ones(3, 8, 8)]).repeat(4, 1, 1, 1)
+    y = torch.tensor([0, 1]).repeat(4)
+    policy = data.Policy(crop_scale=1.0, flip=False, auto_augment="none", color_jitter=0.0, mixup=1.0)
+    out, (ya, yb, w) = data.Augmenter(policy, 8)(x, 3, y)
+    # An image's brightness is the share of the "ones" image in it: the loss weighs label 1 the same.
+    share_of_ones = (ya == 1).float() * (1 - w) + (yb == 1).float() * w
+    assert torch.allclose(out.mean(dim=(1, 2, 3)), share_of_ones, atol=1e-5)
+
+
+def test_old_configs_still_load_and_recipe_settings_are_checked():
+    old = json.loads(RunConfig().to_json())
+    for k in ("patience", "monitor", "use_weights", "label_smoothing", "class_weights", "sampler", "crop_scale"):
+        old.pop(k)
+    old["augment"] = True  # stored before augmentation had levels
+    cfg = RunConfig.from_dict(old)
+    assert cfg.augment == "light" and cfg.use_weights == "best" and cfg.patience is None
+    from core.train.config import check_ranges
+
+    for bad, words in [(dict(patience=0), "patience"), (dict(augment="wild"), "augment"),
+                       (dict(label_smoothing=0.9), "label smoothing"), (dict(monitor="loss"), "monitor")]:
+        with pytest.raises(ConfigError, match=words):
+            check_ranges(RunConfig(**bad))
