@@ -117,6 +117,16 @@ def scored_with(row) -> str:
     return f" · scored with epoch {scored}'s weights ({why})"
 
 
+def recipe_columns(result: dict) -> dict:
+    """Compare's table cells for what the training recipe adds to a result."""
+    def num(key: str) -> str:
+        return f"{result[key]:.4f}" if result.get(key) is not None else "-"
+
+    return {"balanced accuracy": num("balanced_accuracy"),
+            "scored epoch": result.get("scored_epoch") if result.get("scored_epoch") is not None else "-",
+            "ECE": num("ece"), "ECE calibrated": num("ece_calibrated"), "stopped": result.get("stop_reason") or "-"}
+
+
 def task_progress(key: str, running: bool, busy: str, failed: str) -> None:
     """The state of the background task whose id is in `st.session_state[key]`
     (core.runs.tasks): `busy` and its progress while it runs, refreshed every 2 s;

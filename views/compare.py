@@ -11,7 +11,7 @@ from core.runs import experiments
 from core.runs.schema import TERMINAL
 from core.train import distill, strategies
 from ui import charts, seeing
-from ui.common import config_of, label, latest_group, pick_runs, plain, plain_rows, store
+from ui.common import config_of, label, latest_group, pick_runs, plain, plain_rows, recipe_columns, store
 from ui.sharing import download_pack, upload_pack
 
 st.title("Compare")
@@ -116,7 +116,7 @@ if kind == experiments.RACE:
     plans = [(r["strategy"], strategies.group_rows(json.loads(s.run(r["id"])["plan"] or "[]"))) for r in df.to_dict("records")]
     st.plotly_chart(charts.layer_maps_side_by_side(plans), width="stretch", key="cmp_maps", config={"displayModeBar": False})
 
-rows = []
+rows, calibrations = [], []
 for _, r in df.iterrows():
     full = s.run(r["id"])
     cfg = config_of(full)
@@ -127,10 +127,17 @@ for _, r in df.iterrows():
         "epochs": f"{full['epochs_done']}/{cfg['epochs']}", "time (s)": f"{result.get('seconds', 0):.1f}" if result else "-",
         "best val": f"{full['best_val_accuracy']:.4f}" if full["best_val_accuracy"] is not None else "-",
         "test accuracy": f"{full['test_accuracy']:.4f}" if full["test_accuracy"] is not None else "-",
-        "status": full["status"],
+        **recipe_columns(result), "status": full["status"],
     })
+    calibrations.append((label(full), result.get("reliability"), result.get("ece"), result.get("ece_calibrated")))
 with st.container(key="compare_table"):
     st.table(plain_rows(rows))
+
+st.subheader("Calibration")
+st.caption("How far each model's confidence can be trusted on its test split: the expected calibration error (ECE) "
+           "as trained, and after temperature scaling fitted on the validation split (what Predict shows).")
+st.plotly_chart(charts.reliability_diagram(calibrations), width="stretch", key="cmp_reliability",
+                config={"displayModeBar": False})
 
 st.subheader("Time to reach an accuracy")
 threshold = st.slider("Validation accuracy to reach", 0.5, 1.0, 0.9, 0.01, key="cmp_threshold")

@@ -95,10 +95,13 @@ with left:
             st.write(f"**{folder_view.images} images in {len(folder_view.class_names)} classes**"
                      + (f"; {folder_view.skipped} unreadable file(s) skipped, e.g. {plain(folder_view.skipped_example)}"
                         if folder_view.skipped else ""))
+            st.caption(f"Layout: {plain(folder_view.layout)}")
             with st.expander("Preview: a few images per class", expanded=True):
                 for name, imgs in zip(folder_view.class_names, folder_view.samples):
                     st.image(imgs, caption=[plain(name) for _ in imgs], width=64)
                 st.table(plain_rows({"class": folder_view.class_names, "images": folder_view.counts}))
+            if folder_view.warning:
+                st.warning(plain(folder_view.warning))
         except TLabError as e:
             st.error(plain(e))
             dataset = None

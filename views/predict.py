@@ -46,6 +46,12 @@ for run_id in selected:
         models[run_id] = e
 cam_class = seeing.gradcam_class_picker([m for m in models.values() if isinstance(m, LoadedModel)])
 cam_method = seeing.gradcam_method_picker()
+c1, c2 = st.columns(2)
+use_calibrated = c1.toggle("Calibrated probabilities", True, key="predict_calibrated",
+                           help="Each run's logits divided by the temperature fitted on its validation split: "
+                                "the same top class, probabilities you can take at their word.")
+tta = c2.toggle("Test-time augmentation (flip)", False, key="predict_tta",
+                help="Average the image's and its mirror image's probabilities.")
 with st.container(key="predictions"):
     cols = st.columns(len(selected))
     for col, run_id in zip(cols, selected):
@@ -56,10 +62,15 @@ with st.container(key="predictions"):
             try:
                 if isinstance(loaded, TLabError):
                     raise loaded
-                top = predict.predict(loaded, content, k=5)
+                top = predict.predict(loaded, content, k=5, calibrated=use_calibrated, tta=tta)
             except TLabError as e:
                 st.error(plain(e))
                 continue
+            cal = use_calibrated and predict.calibrated(loaded)
+            st.caption(f"epoch {loaded.epoch}'s weights ({loaded.which}) · "
+                       + (f"calibrated probabilities (temperature {loaded.temperature:.2f})" if cal
+                          else "uncalibrated probabilities" + (" (no temperature fitted)" if use_calibrated else ""))
+                       + (" · flip TTA" if tta else ""))
             st.table(plain_rows([{"class": c, "probability": f"{p:.3f}"} for c, p in top]))
             st.plotly_chart(charts.topk_bars(top, title=""), width="stretch", key=f"pred_{run_id}",
                             config={"displayModeBar": False})

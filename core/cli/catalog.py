@@ -53,11 +53,32 @@ def _timm_catalogue(args) -> int:
 def cmd_datasets(args) -> int:
     from core.train import data
 
+    if args.describe:
+        return _describe(args)
     rows = [{"name": spec.name, "title": spec.title, "availability": data.availability(spec),
              "description": spec.description} for spec in data.REGISTRY.values()]
     rows.append({"name": "folder:PATH", "title": "Your images", "availability": "local",
                  "description": "A folder with one subfolder per class, or a .zip of them."})
     out(args, rows, rows, ["name", "title", "availability", "description"])
+    return 0
+
+
+def _describe(args) -> int:
+    """A dataset's classes and images per class, with a warning when they are far apart."""
+    from core.service import forms
+
+    view = forms.preview_folder(args.describe, classes=0)
+    rows = [{"class": c, "images": n} for c, n in zip(view.class_names, view.counts)]
+    if args.json:
+        print(json.dumps({"dataset": args.describe, "images": view.images, "classes": len(rows), "counts": rows,
+                          "imbalance": view.imbalance, "warning": view.warning, "layout": view.layout,
+                          "skipped": view.skipped}, indent=2))
+        return 0
+    print(f"{args.describe}: {view.images} images in {len(rows)} classes ({view.layout})")
+    print_table(rows, ["class", "images"])
+    print(f"largest / smallest class: {view.imbalance:.1f}x")
+    if view.warning:
+        print(f"warning: {view.warning}")
     return 0
 
 
@@ -107,6 +128,9 @@ def register(sub) -> None:
                                ("strategies", cmd_strategies, "list strategies")]:
         sp = sub.add_parser(name, help=helptext)
         sp.add_argument("--json", action="store_true")
+        if name == "datasets":
+            sp.add_argument("--describe", default=None, metavar="NAME",
+                            help="a dataset's images per class, with a warning past 3x imbalance (e.g. folder:PATH)")
         sp.set_defaults(func=fn)
 
     sp = sub.add_parser("plan", help="show which layers a strategy freezes")

@@ -132,6 +132,7 @@ def cmd_evaluate(args) -> int:
 
     loaded = _loaded(args.run)
     ev = evaluate.evaluate_run(loaded, args.split)
+    tta = evaluate.evaluate_run(loaded, args.split, tta=True).accuracy if args.tta else None
     cm = ev.confusion()
     metrics = evaluate.per_class_metrics(cm, ev.class_names)
     top = ev.top_losses(args.top_losses)
@@ -155,10 +156,13 @@ def cmd_evaluate(args) -> int:
             _save_png(_picture(rows[:6]) if len(rows) <= 6 else _stack([("", _picture(rows[:6])), ("", _picture(rows[6:12]))]),
                       str(d / "top_losses.png"))
     if args.json:
-        print(json.dumps({"split": args.split, "images": len(ev), "accuracy": ev.accuracy, "class_names": ev.class_names,
+        print(json.dumps({"split": args.split, "images": len(ev), "accuracy": ev.accuracy, "accuracy_tta": tta,
+                          "balanced_accuracy": ev.balanced_accuracy, "epoch": loaded.epoch, "class_names": ev.class_names,
                           "confusion": cm.tolist(), "per_class": metrics, "top_losses": losses}, indent=2))
         return 0
-    print(f"{loaded.spec.title} on its {args.split} split: {len(ev)} images, accuracy {ev.accuracy:.4f}\n")
+    print(f"{loaded.spec.title} (epoch {loaded.epoch}'s weights) on its {args.split} split: {len(ev)} images, "
+          f"accuracy {ev.accuracy:.4f}" + (f", with flip TTA {tta:.4f}" if tta is not None else "")
+          + f", balanced accuracy {ev.balanced_accuracy:.4f}\n")
     print("confusion matrix (rows: true class, columns: predicted)")
     print_table([{"true": n, **{c: v for c, v in zip(ev.class_names, row)}} for n, row in zip(ev.class_names, cm.tolist())],
                  ["true", *ev.class_names])
@@ -325,6 +329,7 @@ def register(sub) -> None:
     run_arg(sp)
     sp.add_argument("--split", default="test", choices=["train", "val", "test"])
     sp.add_argument("--top-losses", type=int, default=12, help="how many of the worst mistakes to list")
+    sp.add_argument("--tta", action="store_true", help="also the accuracy with flip test-time augmentation")
     sp.add_argument("--out-dir", default=None, help="also write confusion.csv, per_class.csv and top_losses.png here")
     sp.set_defaults(func=cmd_evaluate)
 

@@ -21,14 +21,18 @@ def cmd_predict(args) -> int:
     if row["status"] in ("queued", "running") and not (paths.run_dir(run_id) / CHECKPOINT_NAME).exists():
         raise CheckpointError(f"Run {run_id} is {row['status']} and has no checkpoint yet: "
                                       f"wait for its first epoch (`python -m core wait {run_id}`).")
-    loaded = load_run_model(paths.run_dir(run_id))
-    top = predict.predict(loaded, args.image, k=args.top)
+    loaded = load_run_model(paths.run_dir(run_id), args.weights)
+    top = predict.predict(loaded, args.image, k=args.top, calibrated=not args.raw, tta=args.tta)
+    cal = predict.calibrated(loaded) and not args.raw
     if args.json:
-        print(json.dumps({"run_id": run_id, "image": args.image, "epoch": loaded.epoch,
+        print(json.dumps({"run_id": run_id, "image": args.image, "epoch": loaded.epoch, "weights": loaded.which,
+                          "calibrated": cal, "temperature": loaded.temperature if cal else None, "tta": args.tta,
                           "top": [{"class": c, "probability": p} for c, p in top]}, indent=2))
         return 0
     width = max(len(c) for c, _ in top)
-    print(f"run {run_id} ({loaded.spec.title}, {loaded.num_classes} classes, epoch {loaded.epoch}): {args.image}")
+    print(f"run {run_id} ({loaded.spec.title}, {loaded.num_classes} classes, epoch {loaded.epoch}'s weights, "
+          f"{'calibrated probabilities, T=' + format(loaded.temperature, '.3g') if cal else 'uncalibrated probabilities'}"
+          f"{', flip TTA' if args.tta else ''}): {args.image}")
     for c, p in top:
         print(f"  {c.ljust(width)}  {p:7.2%}  {'#' * round(p * 40)}")
     return 0
@@ -49,5 +53,9 @@ def register(sub) -> None:
     sp.add_argument("--run", required=True, help="the run's id (see `runs`); it needs a checkpoint")
     sp.add_argument("--image", required=True, help="an image file (PNG, JPEG, WebP, BMP, ...)")
     sp.add_argument("--top", type=_top, default=TOP_K, help=f"how many classes to show (default {TOP_K})")
+    sp.add_argument("--weights", choices=("best", "last"), default=None,
+                    help="the best validation epoch's weights or the last's (default: the run's choice, best)")
+    sp.add_argument("--raw", action="store_true", help="the network's own probabilities, not temperature-scaled")
+    sp.add_argument("--tta", action="store_true", help="average with the mirror image (test-time augmentation)")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_predict)

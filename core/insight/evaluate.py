@@ -48,6 +48,13 @@ class Evaluation:
     def accuracy(self) -> float:
         return float((self.predicted == self.y).mean()) if len(self.y) else 0.0
 
+    @property
+    def balanced_accuracy(self) -> float:
+        """The mean of per-class recall (scikit-learn's), over the classes present."""
+        from core.train.calibration import balanced_accuracy
+
+        return balanced_accuracy(torch.from_numpy(self.predicted), torch.from_numpy(self.y))
+
     def confusion(self, normalise: bool = False) -> np.ndarray:
         cm = confusion_matrix(self.y, self.predicted, len(self.class_names))
         return normalise_rows(cm) if normalise else cm
@@ -98,15 +105,16 @@ def per_class_metrics(cm: np.ndarray, class_names: list[str]) -> list[dict]:
 
 
 @torch.inference_mode()
-def evaluate(loaded: LoadedModel, split: data.Split) -> Evaluation:
-    """The model's probabilities for every image of a split."""
-    probs = [predict.probabilities(loaded, split.x[i : i + BATCH]) for i in range(0, len(split), BATCH)]
+def evaluate(loaded: LoadedModel, split: data.Split, tta: bool = False) -> Evaluation:
+    """The model's probabilities for every image of a split (`tta`: averaged
+    with each image's mirror image)."""
+    probs = [predict.probabilities(loaded, split.x[i : i + BATCH], tta=tta) for i in range(0, len(split), BATCH)]
     p = torch.cat(probs).numpy() if probs else np.zeros((0, loaded.num_classes), dtype=np.float32)
     return Evaluation(list(loaded.class_names), split.x, split.y.cpu().numpy(), p)
 
 
-def evaluate_run(run: str | Path | LoadedModel, which: str = "test") -> Evaluation:
+def evaluate_run(run: str | Path | LoadedModel, which: str = "test", tta: bool = False) -> Evaluation:
     """A run (folder, checkpoint or loaded model) on its own split, cut as its
     trainer cut it."""
     loaded = run if isinstance(run, LoadedModel) else load_run_model(run)
-    return evaluate(loaded, data.run_split(loaded.config, which))
+    return evaluate(loaded, data.run_split(loaded.config, which), tta)

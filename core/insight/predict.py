@@ -58,18 +58,31 @@ def load_image(image: bytes | Path | str, image_size: int) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def probabilities(loaded: LoadedModel, x: torch.Tensor) -> torch.Tensor:
+def probabilities(loaded: LoadedModel, x: torch.Tensor, calibrated: bool = False, tta: bool = False) -> torch.Tensor:
     """Softmax class probabilities (B, classes) for a uint8 batch (B, C, S, S)
-    at the model's image size, normalised as in training."""
+    at the model's image size, normalised as in training. `calibrated`: the
+    logits divided by the run's fitted temperature; `tta`: the mean of the
+    image's and its mirror image's probabilities (test-time augmentation)."""
     loaded.model.eval()
     inputs = data.batch_input(x.cpu(), loaded.spec.mean, loaded.spec.std)
-    return torch.softmax(loaded.model(inputs).float(), dim=1)
+    t = loaded.temperature if calibrated else 1.0
+    probs = torch.softmax(loaded.model(inputs).float() / t, dim=1)
+    if tta:
+        probs = (probs + torch.softmax(loaded.model(inputs.flip(-1)).float() / t, dim=1)) / 2
+    return probs
 
 
-def predict(loaded: LoadedModel, image: bytes | Path | str, k: int = 5) -> list[tuple[str, float]]:
+def calibrated(loaded: LoadedModel) -> bool:
+    """Whether the run has a fitted temperature for these weights."""
+    return loaded.temperature != 1.0
+
+
+def predict(loaded: LoadedModel, image: bytes | Path | str, k: int = 5, calibrated: bool = True,
+            tta: bool = False) -> list[tuple[str, float]]:
     """The top-k (class name, probability) for one image, most likely first;
-    k is capped at the number of classes."""
-    probs = probabilities(loaded, load_image(image, loaded.image_size))[0]
+    k is capped at the number of classes. Calibrated by the run's temperature
+    (when it has one) unless `calibrated` is False."""
+    probs = probabilities(loaded, load_image(image, loaded.image_size), calibrated, tta)[0]
     k = max(1, min(int(k), len(loaded.class_names)))
     top = torch.topk(probs, k)
     return [(loaded.class_names[i], float(p)) for p, i in zip(top.values.tolist(), top.indices.tolist())]

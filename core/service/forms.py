@@ -118,6 +118,9 @@ def hardware() -> Hardware:
     return Hardware(torch.cuda.is_available(), distributed.detected_gpus())
 
 
+IMBALANCE_WARN = 3.0  # largest class over smallest above this: the preview and `datasets --describe` warn
+
+
 @dataclass
 class FolderPreview:
     images: int
@@ -126,6 +129,23 @@ class FolderPreview:
     skipped: int
     skipped_example: str
     samples: list[list[np.ndarray]]  # per class (at most `classes`), a few HxWx3 images
+    layout: str = "class folders: split by the run's seed and fractions"
+
+    @property
+    def imbalance(self) -> float:
+        """The largest class's count over the smallest's (1: balanced)."""
+        return max(self.counts) / max(1, min(self.counts)) if self.counts else 1.0
+
+    @property
+    def warning(self) -> str:
+        """What to do about classes more than IMBALANCE_WARN times apart, or ''."""
+        if self.imbalance <= IMBALANCE_WARN:
+            return ""
+        big = self.class_names[int(np.argmax(self.counts))]
+        small = self.class_names[int(np.argmin(self.counts))]
+        return (f"Imbalanced: {big!r} has {self.imbalance:.1f}x the images of {small!r}. A model can score well by "
+                "mostly predicting the big classes: try class weights 'auto' or the balanced sampler, and judge it "
+                "by balanced accuracy and per-class recall.")
 
 
 def preview_folder(dataset: str, classes: int = 12, per_class: int = 8, size: int = 64) -> FolderPreview:
@@ -137,8 +157,13 @@ def preview_folder(dataset: str, classes: int = 12, per_class: int = 8, size: in
     for c in range(min(classes, len(raw.class_names))):
         idx = (raw.y == c).nonzero().flatten()[:per_class]
         samples.append([raw.x[i].permute(1, 2, 0).expand(-1, -1, 3).numpy() for i in idx])
+    layout = FolderPreview.layout
+    if raw.split is not None:
+        per = np.bincount(raw.split.numpy(), minlength=3)
+        layout = ("train/, val/ and test/ folders, used as given: " + ", ".join(
+            f"{n} {s}" if n else f"no {s} folder (cut from train)" for s, n in zip(("train", "val", "test"), per)))
     return FolderPreview(len(raw.y), list(raw.class_names), counts.tolist(), raw.skipped,
-                         raw.skipped_examples[0] if raw.skipped else "", samples)
+                         raw.skipped_examples[0] if raw.skipped else "", samples, layout)
 
 
 @dataclass

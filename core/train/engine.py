@@ -28,7 +28,7 @@ from core import faults
 from core.errors import ConfigError, TLabError
 from core.train import backbones, checkpoint, data, distill, recipe, scoring, strategies
 from core.train.backbones import head_removed  # noqa: F401  (re-exported: callers reach it here)
-from core.train.checkpoint import CheckpointWriteError
+from core.train.checkpoint import CheckpointWriteError, save_atomic  # noqa: F401  (re-exported)
 from core.train.config import RunConfig
 from core.train.device import (is_out_of_memory, out_of_memory_reason, release_memory,  # noqa: F401  (re-exported)
                                resolve_device)

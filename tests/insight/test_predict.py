@@ -65,7 +65,8 @@ def test_loaded_model_matches_the_run(loaded, trained):
     assert loaded.config["strategy"] == "scratch" and loaded.epoch == 2
     assert not loaded.model.training and all(not m.training for m in loaded.model.modules())
     assert next(loaded.model.parameters()).device.type == "cpu"
-    assert loaded.checkpoint == run_dir / "checkpoint.pt"
+    assert loaded.checkpoint == run_dir / "best.pt"  # the best validation epoch's weights, by default
+    assert loaded.which == "best" and loaded.epoch == result.best_epoch
     same = load_run_model(result.checkpoint)  # the file itself works too
     for a, b in zip(same.model.state_dict().values(), loaded.model.state_dict().values()):
         assert torch.equal(a, b)

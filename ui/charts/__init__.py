@@ -104,3 +104,4 @@ from ui.charts.lessons import (  # noqa: F401
     skip_losses,
 )
 from ui.charts.study import FIGURES as STUDY_FIGURES, study_figure  # noqa: F401,E402
+from ui.charts.calibration import reliability_diagram  # noqa: F401,E402

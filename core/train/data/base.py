@@ -46,6 +46,7 @@ class RawData:
     skipped: int = 0
     skipped_examples: list[str] = field(default_factory=list)
     key: str = ""  # identity of the decoded images (dataset, files, size): part of derived caches' keys
+    split: torch.Tensor | None = None  # int64 (N,): 0 train, 1 val, 2 test, for a train/ val/ test/ folder layout
 
 
 @dataclass

@@ -124,17 +124,48 @@ def _check_archive(path: Path, infos: list[zipfile.ZipInfo]) -> None:
                             "if the archive is yours, zip the images again or raise the limit.")
 
 
+# Top folders that name splits: a dataset laid out as train/, val/ (or valid/), test/,
+# each holding class folders, is used with those splits as given.
+SPLIT_FOLDERS = {"train": 0, "val": 1, "valid": 1, "validation": 1, "test": 2}
+
+
+def regroup_splits(classes: dict[str, list]) -> tuple[dict[str, list], list[int]] | None:
+    """For a train/ val/ test/ layout: the class folders inside the split
+    folders (merged by name, sorted) and each file's split (0 train, 1 val,
+    2 test), in the order of the classes' files; None for plain class folders."""
+    keys = {k.lower() for k in classes}
+    if "train" not in keys or len(keys) < 2 or not keys <= set(SPLIT_FOLDERS):
+        return None
+    grouped: dict[str, list] = {}
+    for split_name, files in classes.items():
+        for name, read in files:
+            parts = PurePosixPath(read.member).parts
+            i = [p.lower() for p in parts].index(split_name.lower())
+            if len(parts) - i < 3:
+                continue  # a loose file in a split folder: no class
+            grouped.setdefault(parts[i + 1], []).append((name, read, SPLIT_FOLDERS[split_name.lower()]))
+    names = sorted(grouped)
+    return ({c: [(n, r) for n, r, _ in grouped[c]] for c in names}, [t for c in names for _, _, t in grouped[c]])
+
+
 def _load_folder(path: Path, size: int) -> RawData:
     if not path.exists():
         raise DataError(f"Folder or ZIP {path} does not exist. Give a folder with one subfolder per class, or a ZIP of them.")
     classes, skipped, examples = _folder_items(path)
+    regrouped = regroup_splits(classes)
+    tags = [0] * sum(len(files) for files in classes.values())
+    if regrouped is not None:
+        classes, tags = regrouped
+    # Each file's split rides on its label (label * 3 + split) through decoding, which drops unreadable files.
     items = [(n, read, label) for label, files in enumerate(classes.values()) for n, read in files]
-    x, y, bad, bad_ex = _decode_all(items, size)
+    items = [(n, read, 3 * label + tag) for (n, read, label), tag in zip(items, tags)]
+    x, coded, bad, bad_ex = _decode_all(items, size)
+    y, split = coded // 3, (coded % 3 if regrouped is not None else None)
     names = list(classes)
     counts = torch.bincount(y, minlength=len(names)).tolist() if names else []
     check_classes(path, dict(zip(names, counts)), "readable image",
                   [f"{bad} unreadable file(s) skipped, e.g. {bad_ex[0]}"] if bad else [])
-    return RawData(x, y, names, None, skipped + bad, (examples + bad_ex)[:10])
+    return RawData(x, y, names, None, skipped + bad, (examples + bad_ex)[:10], split=split)
 
 
 def check_classes(path: Path, counts: dict[str, int], what: str = "image", notes: list[str] | None = None) -> None:

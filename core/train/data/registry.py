@@ -79,7 +79,7 @@ def availability(spec: DatasetSpec) -> str:
 
 
 # Bump when decoding changes what a cached tensor holds: old cache files then miss.
-DECODE_VERSION = 1
+DECODE_VERSION = 2  # 2: a train/ val/ test/ folder layout keeps its splits
 _TV_FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "cifar-10-batches-py",
                "cifar100": "cifar-100-python", "flowers102": "flowers-102", "oxford_pets": "oxford-iiit-pet",
                "eurosat": "eurosat"}
@@ -134,10 +134,10 @@ def _raw_cached(name: str, size: int, stamp: tuple) -> RawData:
         tensors, meta = hit
         log.info("%s at %dpx: decoded images read from the cache", name, size)
         return RawData(tensors["x"], tensors["y"], meta["class_names"], meta["test_start"], meta["skipped"],
-                       meta["skipped_examples"], digest)
+                       meta["skipped_examples"], digest, tensors.get("split"))
     raw = get(name).loader(size)
     raw.key = digest
-    cache.save("data", key, {"x": raw.x, "y": raw.y},
+    cache.save("data", key, {"x": raw.x, "y": raw.y, **({"split": raw.split} if raw.split is not None else {})},
                {"class_names": list(raw.class_names), "test_start": raw.test_start, "skipped": raw.skipped,
                 "skipped_examples": list(raw.skipped_examples)})
     return raw

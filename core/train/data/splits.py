@@ -45,8 +45,17 @@ def per_class_subset(y: torch.Tensor, k: int, seed: int, class_names: list[str])
 
 
 def _split_indices(y: torch.Tensor, test_start: int | None, seed: int, labels_per_class: int | None,
-                   val_fraction: float, test_fraction: float, class_names: list[str], name: str):
-    if test_start is None:
+                   val_fraction: float, test_fraction: float, class_names: list[str], name: str,
+                   given: torch.Tensor | None = None):
+    if given is not None:  # train/ val/ test/ folders: used as given; a missing one is cut from train
+        train_idx, val_idx, test_idx = (torch.nonzero(given == s).flatten() for s in range(3))
+        if not len(test_idx):
+            test_part, rest = stratified_split(y[train_idx], (test_fraction,), seed + 2)
+            train_idx, test_idx = train_idx[rest], train_idx[test_part]
+        if not len(val_idx):
+            val_part, rest = stratified_split(y[train_idx], (val_fraction,), seed)
+            train_idx, val_idx = train_idx[rest], train_idx[val_part]
+    elif test_start is None:
         val_idx, test_idx, train_idx = stratified_split(y, (val_fraction, test_fraction), seed)
     else:
         pool = torch.arange(test_start)
@@ -68,11 +77,13 @@ def load(name: str, image_size: int, seed: int = 0, labels_per_class: int | None
     if name.startswith(FOLDER_PREFIX):
         files = _stream_listing(name, image_size)
         if files is not None:
-            idx = _split_indices(files.y, None, seed, labels_per_class, val_fraction, test_fraction, files.class_names, name)
+            idx = _split_indices(files.y, None, seed, labels_per_class, val_fraction, test_fraction, files.class_names, name,
+                                 files.split)
             return DataBundle(name, files.class_names, *(Split(files.take(i), files.y[i], i) for i in idx),
                               files.skipped, files.skipped_examples, files.key)
     raw = load_raw(name, image_size)
-    idx = _split_indices(raw.y, raw.test_start, seed, labels_per_class, val_fraction, test_fraction, raw.class_names, name)
+    idx = _split_indices(raw.y, raw.test_start, seed, labels_per_class, val_fraction, test_fraction, raw.class_names, name,
+                         raw.split)
     return DataBundle(name, raw.class_names, *(Split(raw.x[i], raw.y[i], i) for i in idx), raw.skipped,
                       raw.skipped_examples, raw.key)
 

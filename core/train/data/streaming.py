@@ -14,7 +14,7 @@ import torch
 
 from core import limits
 from core.train.data.base import Split, decode_image
-from core.train.data.folders import _folder_items, check_classes
+from core.train.data.folders import _folder_items, check_classes, regroup_splits
 from core.train.data.registry import DECODE_VERSION, folder_path, source_stamp
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ class ImageFiles(torch.utils.data.Dataset):
                  class_names: list[str], skipped: int = 0, skipped_examples: list[str] | None = None):
         self.source, self.names, self.size, self.key, self.y = source, names, size, key, y
         self.class_names, self.skipped, self.skipped_examples = class_names, skipped, skipped_examples or []
+        self.split: torch.Tensor | None = None  # a train/ val/ test/ layout's splits (see RawData.split)
         self._zip: tuple[int, zipfile.ZipFile] | None = None
 
     def __len__(self) -> int:
@@ -81,6 +82,9 @@ def _stream_listing(name: str, size: int) -> ImageFiles | None:
     if not path.exists():
         return None  # the decoded path says what is wrong
     classes, skipped, examples = _folder_items(path)
+    regrouped = regroup_splits(classes)
+    if regrouped is not None:
+        classes = regrouped[0]
     n = sum(len(v) for v in classes.values())
     if n * 3 * size * size <= IN_MEMORY_MB.value() * 2**20:
         return None
@@ -92,7 +96,9 @@ def _stream_listing(name: str, size: int) -> ImageFiles | None:
 
     key = cache.digest({"dataset": name, "size": size, "stamp": list(source_stamp(name)), "decode": DECODE_VERSION})
     log.info("%s: %d images at %dpx pass %s: streaming them from the files", name, n, size, IN_MEMORY_MB.describe())
-    return ImageFiles(path, files, size, key, y, names, skipped, examples[:10])
+    files = ImageFiles(path, files, size, key, y, names, skipped, examples[:10])
+    files.split = torch.tensor(regrouped[1], dtype=torch.int64) if regrouped is not None else None
+    return files
 
 
 def stream_workers() -> int:
