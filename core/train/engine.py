@@ -174,9 +174,11 @@ class Trainer(Runner):
         r.watch.load_state_dict(ckpt.get("watch") or {})
         r.rng_state = ckpt.get("rng_state")
         r.w0 = {g: [t.to(self.device) for t in ts] for g, ts in ckpt["w0"].items()}
+        r.optimizer.load_state_dict(ckpt["optimizer"])
+        # The plan after the optimizer state: its parameter groups carry the checkpointed epoch's LRs,
+        # which would undo a thaw at the resumed epoch (a group trained at LR 0, or the wrong one).
         r.plan = strategies.make_plan(self.spec, r.model, self.cfg, r.start_epoch - 1)
         strategies.apply_plan(self.spec, r.model, r.plan, r.optimizer)
-        r.optimizer.load_state_dict(ckpt["optimizer"])
 
     def _feed(self, r: _Run) -> None:
         """What the steps read: the data on the device (or the backbone's

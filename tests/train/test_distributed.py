@@ -280,3 +280,22 @@ def test_a_lost_peer_is_recorded_once_even_when_sigterm_lands_while_recording(is
     assert row["status"] == "interrupted" and "resume" in row["reason"]
     lost = [m for m in store.events(run_id)["message"] if "a process of the run was lost" in m]
     assert len(lost) == 1, list(store.events(run_id)["message"])
+
+
+@pytest.mark.slow
+def test_early_stopping_stops_both_processes_at_the_same_step(isolated_home, tmp_path):
+    from helpers import image_folder
+
+    ds = image_folder(tmp_path / "noise", {"a": 60, "b": 60})  # random labels: validation loss climbs
+    res = subprocess.run(torchrun(isolated_home, "-m", "core", "train", "--dataset", ds, "--backbone", "mlp",
+                                  "--strategy", "scratch", "--image-size", "16", "--batch-size", "16", "--lr", "0.01",
+                                  "--device", "cpu", "--no-progress", "--epochs", "12", "--patience", "2", "--json"),
+                         cwd=ROOT, env=env(isolated_home), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]  # a rank that went on alone would hang its collective, then fail
+    out = json.loads(res.stdout)
+    assert out["status"] == "finished" and out["world_size"] == 2 and out["epochs"] < 12
+    assert out["reason"] == f"stopped early at epoch {out['epochs']} (best {out['best_epoch']})"
+    store = Store(isolated_home / "tlab.sqlite")
+    epochs, steps = epochs_and_steps(store, out["run_id"])
+    assert epochs == list(range(1, out["epochs"] + 1))
+    assert steps == list(range(1, out["epochs"] * store.run(out["run_id"])["steps_per_epoch"] + 1))

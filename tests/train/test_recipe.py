@@ -166,3 +166,39 @@ def test_train_val_test_folders_are_used_as_given(tmp_path):
     (root / "test").rename(tmp_path / "elsewhere")
     bundle = data.load(f"folder:{root}", 16, seed=3, test_fraction=0.25)
     assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (18, 8, 6)
+
+
+@pytest.mark.slow
+def test_resume_after_a_thaw_continues_step_for_step_like_an_uninterrupted_run(tmp_path):
+    from core.train import backbones
+
+    # Gradual unfreezing from a weights file (small_cnn has no pretrained ones), augmented, with patience:
+    # the run is stopped in epoch 3, after two thaws, and resumed from its epoch-2 checkpoint.
+    weights = tmp_path / "start.pt"
+    torch.manual_seed(1)
+    torch.save(backbones.build(backbones.get("small_cnn"), 10, 16).state_dict(), weights)
+    cfg = RunConfig(backbone="small_cnn", strategy="gradual", weights=str(weights), unfreeze_every=1, epochs=4,
+                    image_size=16, batch_size=32, labels_per_class=10, device="cpu", augment="light", patience=3,
+                    monitor="val_accuracy")
+    whole = Recorder()
+    engine.train(cfg, run_dir=tmp_path / "whole", listeners=(whole,))
+    spe = whole[0].steps_per_epoch
+    first = Recorder()
+    stopped = engine.train(cfg, run_dir=tmp_path / "cut", listeners=(first,),
+                           should_stop=lambda: len(first.of(events.Step)) >= 2 * spe + 1)
+    assert stopped.status == "cancelled" and len(first.of(events.Step)) == 2 * spe + 1
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["epoch"] == 2
+    resumed = Recorder()
+    engine.Trainer(cfg, tmp_path / "cut", "resumed", (resumed,)).run(resume_from=tmp_path / "cut" / "checkpoint.pt")
+
+    def steps(rec, since):
+        return [(s.step, s.loss, s.lr) for s in rec.of(events.Step) if s.step > since]
+
+    assert steps(resumed, 2 * spe) == steps(whole, 2 * spe)  # the same losses and LRs, step for step
+
+    def layers(rec, since):
+        return [[(r["group"], r["frozen"], r["lr"]) for r in s.rows] for s in rec.of(events.LayerStats) if s.epoch > since]
+
+    assert layers(resumed, 2) == layers(whole, 2)  # the same groups trainable, at the same LRs
+    a, b = whole.of(events.RunEnd)[0].result, resumed.of(events.RunEnd)[0].result
+    assert (a.best_epoch, a.stop_reason, a.test_accuracy) == (b.best_epoch, b.stop_reason, b.test_accuracy)
