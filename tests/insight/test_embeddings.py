@@ -50,7 +50,8 @@ def test_training_separates_classes_better_than_the_starting_point(digits):
 
 def test_initial_model_is_the_runs_starting_point(digits):
     loaded, _ = digits
-    ckpt = torch.load(loaded.checkpoint, map_location="cpu", weights_only=True)
+    # The last epoch's checkpoint keeps the starting weights (the best one holds the model alone).
+    ckpt = torch.load(loaded.checkpoint.parent / "checkpoint.pt", map_location="cpu", weights_only=True)
     init = embeddings.initial_model(loaded.config, loaded.num_classes)
     state = dict(init.named_parameters())
     stem = [n for n in state if n.startswith("stem.")]
