@@ -202,3 +202,24 @@ def test_resume_after_a_thaw_continues_step_for_step_like_an_uninterrupted_run(t
     assert layers(resumed, 2) == layers(whole, 2)  # the same groups trainable, at the same LRs
     a, b = whole.of(events.RunEnd)[0].result, resumed.of(events.RunEnd)[0].result
     assert (a.best_epoch, a.stop_reason, a.test_accuracy) == (b.best_epoch, b.stop_reason, b.test_accuracy)
+
+
+def test_predict_calibrated_and_tta_probabilities():
+    from core.insight import predict
+    from core.train import backbones
+    from core.train.checkpoint import LoadedModel
+
+    spec = backbones.get("small_cnn")
+    torch.manual_seed(0)
+    model = backbones.build(spec, 10, 16).eval()
+    loaded = LoadedModel(model, spec, [str(i) for i in range(10)], 16, temperature=2.5)
+    x = data.load_raw("digits", 16).x[:6]
+    with torch.no_grad():
+        logits = model(data.batch_input(x, spec.mean, spec.std))
+        flipped = model(data.batch_input(x.flip(-1), spec.mean, spec.std))
+    raw = predict.probabilities(loaded, x)
+    assert torch.allclose(raw, torch.softmax(logits, 1), atol=1e-6)
+    assert torch.allclose(predict.probabilities(loaded, x, calibrated=True), torch.softmax(logits / 2.5, 1), atol=1e-6)
+    tta = predict.probabilities(loaded, x, tta=True)
+    assert torch.allclose(tta, (torch.softmax(logits, 1) + torch.softmax(flipped, 1)) / 2, atol=1e-6)
+    assert predict.calibrated(loaded) and not predict.calibrated(LoadedModel(model, spec, loaded.class_names, 16))
