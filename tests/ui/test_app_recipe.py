@@ -17,15 +17,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_strong_augmentation_preview_redraws_and_the_recipe_reaches_the_queued_run(no_workers):
     at = app()
-    assert not at.get("imgs")  # no augmentation, no preview
+    assert not at.get("image")  # no augmentation, no preview
     at.selectbox(key="augment_level").set_value("strong").run()
     assert not at.exception, at.exception
     assert any("TrivialAugment" in c.value and "draw 1" in c.value for c in at.caption)
-    before = [i.proto.imgs[0].url for i in at.get("imgs")]
-    assert len(at.get("imgs")) == 2  # a row as stored, a row as the model sees it
+    before = [[m.url for m in i.proto.imgs] for i in at.get("image")]
+    assert len(at.get("image")) == 2  # a row as stored, a row as the model sees it
     at.button(key="augment_redraw").click().run()
     assert any("draw 2" in c.value for c in at.caption)
-    assert [i.proto.imgs[0].url for i in at.get("imgs")] != before
+    assert [[m.url for m in i.proto.imgs] for i in at.get("image")] != before
     at.number_input(key="patience").set_value(4).run()
     at.selectbox(key="class_weights").set_value("auto").run()
     at.button(key="launch").click().run()
