@@ -45,6 +45,20 @@ HELP = {
     "alpha": "distillation: weight of the teacher's soft targets",
     "processes": "train over N processes with DDP, one per GPU (started with torchrun); --batch-size is the "
                  "global batch. Default: 1, or torchrun's process count under torchrun",
+    # The training recipe (README, "Training recipe").
+    "use_weights": "best | last: the weights that score the test split and serve Predict, Inspect, export",
+    "monitor": "val_loss | val_accuracy: what 'best' and early stopping watch",
+    "patience": "stop after N epochs without improvement (default: never)",
+    "min_delta": "the smallest change that counts as an improvement",
+    "label_smoothing": "e.g. 0.1",
+    "class_weights": "none | auto: inverse-frequency loss weights for imbalanced classes",
+    "sampler": "shuffle | balanced: every class equally likely in each batch",
+    "crop_scale": "random-resized crop keeps at least this share of the area (default: the level's)",
+    "flip": "random horizontal flip (default: the level's)",
+    "auto_augment": "off | trivial | randaugment on top of the crop (default: the level's)",
+    "color_jitter": "brightness/contrast/saturation +- this (default: the level's)",
+    "mixup": "probability of MixUp per batch",
+    "cutmix": "probability of CutMix per batch",
 }
 STRATEGY_FIELDS = ("backbone", "strategy", "lr", "freeze_stages", "lr_decay", "unfreeze_every")
 

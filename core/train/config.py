@@ -15,7 +15,7 @@ from core.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 AUGMENT_LEVELS = ("none", "light", "strong")
-AUTO_AUGMENTS = ("none", "trivial", "randaugment")
+AUTO_AUGMENTS = ("off", "trivial", "randaugment")  # not "none": a file or flag "none" means "not set"
 MONITORS = ("val_loss", "val_accuracy")
 WEIGHTS_USED = ("best", "last")
 CLASS_WEIGHTS = ("none", "auto")
@@ -71,7 +71,7 @@ class RunConfig:
     # Augmentation knobs; None takes the level's value (core/train/data/augment.py).
     crop_scale: float | None = None  # RandomResizedCrop's smallest area share
     flip: bool | None = None
-    auto_augment: str | None = None  # none | trivial | randaugment
+    auto_augment: str | None = None  # off | trivial | randaugment
     color_jitter: float | None = None
     mixup: float = 0.0  # probability of MixUp per batch
     cutmix: float = 0.0  # probability of CutMix per batch

@@ -60,6 +60,8 @@ def coerce(name: str, value: Any, where: str = "") -> Any:
     """`value` as field `name`'s type (an int where a float goes; "none" or "" for
     an optional field), or a ConfigError naming the field, the type and the value."""
     kind, optional = field_types()[name]
+    if name == "augment" and isinstance(value, bool):  # a file written before augmentation had levels
+        value = "light" if value else "none"
     if optional and (value is None or (isinstance(value, str) and value.strip().lower() in ("", "none"))):
         return None
     if kind in (tuple, list):

@@ -77,17 +77,18 @@ def test_unset_fields_are_comments_read_back_as_their_default(tmp_path):
 
 
 def test_flags_override_the_file_even_with_the_default_value(tmp_path):
-    path = write(tmp_path, runfile.dumps(RunConfig(epochs=7, labels_per_class=5, augment=True, lr=0.01)))
+    path = write(tmp_path, runfile.dumps(RunConfig(epochs=7, labels_per_class=5, augment="strong", lr=0.01)))
     cfg = options.run_config(parse("train", "--config", path, "--epochs", "3", "--labels-per-class", "all",
-                                   "--no-augment", "--lr", "none"), check=False)
-    assert (cfg.epochs, cfg.labels_per_class, cfg.augment, cfg.lr) == (3, None, False, None)
+                                   "--augment", "none", "--lr", "none"), check=False)
+    assert (cfg.epochs, cfg.labels_per_class, cfg.augment, cfg.lr) == (3, None, "none", None)
     assert options.run_config(parse("train", "--config", path), check=False).epochs == 7
 
 
 @pytest.mark.parametrize("text,needle", [
     ("epochs = 2\nlearning_rate = 0.1\n", "unknown setting(s) learning_rate. Known settings: backbone, strategy"),
     ("epochs = 2.5\n", "epochs must be a whole number"),
-    ("augment = 1\n", "augment must be true or false"),
+    ("augment = 1\n", "augment must be text in quotes"),
+    ("flip = 1\n", "flip must be true or false"),
     ("epochs = \n", "not valid TOML"),
     ("[[runs]]\nepochs = 1\n[[runs]]\nbogus = 2\n", "run 2: unknown setting(s) bogus"),
 ])

@@ -46,7 +46,7 @@ def test_strong_augmentation_preview_then_early_stopping_on_live(page: Page, app
     for key, value in (("epochs", "15"), ("image_size", "16"), ("batch_size", "16"), ("lr_scratch", "0.01")):
         _fill(page, rerun, key, value)
 
-    _choose(page, rerun, "augment_level", "strong")
+    _choose(page, rerun, "augment", "strong")
     grid = page.locator(".st-key-augment_preview")
     expect(grid.locator("img")).to_have_count(16, timeout=60_000)  # 8 images as stored, the same 8 augmented
     expect(grid).to_contain_text("TrivialAugment")

@@ -100,7 +100,7 @@ def test_augmentation_draws_per_image_from_a_seed():
 def test_flip_knob_flips_about_half_the_images():
     x = torch.zeros(200, 3, 16, 16)
     x[..., 8:] = 1.0  # dark left half, bright right half
-    policy = data.Policy(crop_scale=1.0, flip=True, auto_augment="none", color_jitter=0.0)
+    policy = data.Policy(crop_scale=1.0, flip=True, auto_augment="off", color_jitter=0.0)
     out = data.Augmenter(policy, 16)(x, 0)[0]
     flipped = (out[..., :8].mean(dim=(1, 2, 3)) > out[..., 8:].mean(dim=(1, 2, 3))).float().mean()
     assert 0.3 < flipped < 0.7
@@ -109,7 +109,7 @@ def test_flip_knob_flips_about_half_the_images():
 def test_mixup_mixes_labels_the_way_it_mixes_images():
     x = torch.stack([torch.zeros(3, 8, 8), torch.ones(3, 8, 8)]).repeat(4, 1, 1, 1)
     y = torch.tensor([0, 1]).repeat(4)
-    policy = data.Policy(crop_scale=1.0, flip=False, auto_augment="none", color_jitter=0.0, mixup=1.0)
+    policy = data.Policy(crop_scale=1.0, flip=False, auto_augment="off", color_jitter=0.0, mixup=1.0)
     out, (ya, yb, w) = data.Augmenter(policy, 8)(x, 3, y)
     # An image's brightness is the share of the "ones" image in it: the loss weighs label 1 the same.
     share_of_ones = (ya == 1).float() * (1 - w) + (yb == 1).float() * w

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_strong_augmentation_preview_redraws_and_the_recipe_reaches_the_queued_run(no_workers):
     at = app()
     assert not at.get("image")  # no augmentation, no preview
-    at.selectbox(key="augment_level").set_value("strong").run()
+    at.selectbox(key="augment").set_value("strong").run()
     assert not at.exception, at.exception
     assert any("TrivialAugment" in c.value and "draw 1" in c.value for c in at.caption)
     before = [[m.url for m in i.proto.imgs] for i in at.get("image")]

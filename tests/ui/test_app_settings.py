@@ -48,7 +48,7 @@ def test_form_to_file_to_cli_gives_the_runs_the_page_launches(downloads, tmp_pat
     at.selectbox(key="strategy").set_value("partial")
     at.number_input(key="epochs").set_value(2)
     at.number_input(key="labels_per_class").set_value(7)
-    at.checkbox(key="augment").set_value(True).run()
+    at.selectbox(key="augment").set_value("light").run()
     assert not at.exception, at.exception
     name, text = downloads[-1]
     assert name == "group.toml"  # the run and its scratch twin
@@ -62,7 +62,7 @@ def test_form_to_file_to_cli_gives_the_runs_the_page_launches(downloads, tmp_pat
     launched = [RunConfig.from_json(r["config"]) for r in sorted(Store().queued(), key=lambda r: r["created"])]
     assert from_file == launched
     assert from_command[0] == launched[0].replace(name="")  # the command names no run
-    assert (launched[0].strategy, launched[0].epochs, launched[0].labels_per_class, launched[0].augment) == ("partial", 2, 7, True)
+    assert (launched[0].strategy, launched[0].epochs, launched[0].labels_per_class, launched[0].augment) == ("partial", 2, 7, "light")
 
 
 def test_an_uploaded_settings_file_fills_the_form_and_keeps_what_the_form_lacks(downloads):

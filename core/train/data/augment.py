@@ -26,7 +26,7 @@ AUTO_GROUP = 4
 class Policy:
     crop_scale: float  # RandomResizedCrop keeps at least this share of the image's area
     flip: bool  # horizontal flip, one image in two
-    auto_augment: str  # none | trivial | randaugment
+    auto_augment: str  # off | trivial | randaugment
     color_jitter: float  # brightness, contrast and saturation +- this, hue +- a quarter of it
     mixup: float = 0.0  # probability that a batch is mixed with MixUp
     cutmix: float = 0.0  # probability that a batch gets CutMix
@@ -37,7 +37,7 @@ class Policy:
 
 
 LEVELS = {
-    "light": Policy(crop_scale=0.6, flip=True, auto_augment="none", color_jitter=0.2),
+    "light": Policy(crop_scale=0.6, flip=True, auto_augment="off", color_jitter=0.2),
     "strong": Policy(crop_scale=0.25, flip=True, auto_augment="trivial", color_jitter=0.4),
 }
 KNOBS = ("crop_scale", "flip", "auto_augment", "color_jitter", "mixup", "cutmix")
@@ -61,7 +61,7 @@ def describe(policy: Policy | None) -> str:
         parts.append("horizontal flip")
     if policy.color_jitter:
         parts.append(f"colour jitter {policy.color_jitter:g}")
-    if policy.auto_augment != "none":
+    if policy.auto_augment != "off":
         parts.append({"trivial": "TrivialAugment", "randaugment": "RandAugment"}[policy.auto_augment])
     if policy.mixup:
         parts.append(f"MixUp (p={policy.mixup:g})")
@@ -87,7 +87,7 @@ class Augmenter:
             j = policy.color_jitter
             geometric.append(K.ColorJitter(j, j, j, min(0.5, j / 4), p=0.8))
         self.per_image = K.AugmentationSequential(*geometric)
-        self.auto = {"none": None, "trivial": auto.TrivialAugment, "randaugment": auto.RandAugment}[policy.auto_augment]
+        self.auto = {"off": None, "trivial": auto.TrivialAugment, "randaugment": auto.RandAugment}[policy.auto_augment]
         self.auto = self.auto() if self.auto is not None else None
         self.mixup = K.RandomMixUpV2(p=policy.mixup, data_keys=["input", "class"]) if policy.mixup else None
         self.cutmix = (K.RandomCutMixV2(p=policy.cutmix, use_correct_lambda=True, data_keys=["input", "class"])
