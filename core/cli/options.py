@@ -33,7 +33,7 @@ HELP = {
     "dataset": "dataset name or folder:PATH",
     "labels_per_class": "K training images per class, or 'all'",
     "device": "auto | cpu | cuda | mps",
-    "augment": "random flip, resized crop and colour jitter",
+    "augment": "augmentation level: none, light or strong (--augment alone: light)",
     "weights": "a weights file (state dict) to start from",
     "compile": "torch.compile the model: a slower start, faster steps after (mostly on a GPU)",
     "name": "a name for the run",
@@ -121,6 +121,8 @@ def _add_field(p: argparse.ArgumentParser, name: str) -> None:
     elif kind in (tuple, list):
         p.add_argument(flag(name), type=_sequence(kind, runfile.element_type(name), optional), default=None,
                        help=f"{text}, comma-separated")
+    elif name == "augment":  # `--augment` alone, as before it had levels
+        p.add_argument(flag(name), nargs="?", const="light", default=None, help=text)
     elif name == "labels_per_class":
         p.add_argument(flag(name), type=_labels_flag, default=None, help=text)
     elif kind in (int, float):
