@@ -38,16 +38,39 @@ def problems(conn: sqlite3.Connection, pragma: str = "quick_check") -> list[str]
     return [] if found == ["ok"] else found
 
 
+# quick_check reads the whole file (about 0.05 s per MB on a busy 2-core machine, bench/storage_upkeep.py):
+# once per process, and not again within this many seconds of a clean check by any process, unless the
+# file got shorter since (a truncated write is what it is there to catch).
+RECHECK_S = 600.0
+STAMP = ".quick_check"
+
+
+def _recently_clean(path: Path) -> bool:
+    try:
+        size, when = (float(x) for x in (path.parent / STAMP).read_text().split())
+        return time.time() - when < RECHECK_S and path.stat().st_size >= size
+    except (OSError, ValueError):
+        return False
+
+
 def on_open(path: Path, conn: sqlite3.Connection) -> list[str]:
     """`quick_check` of the store at `path`, once per process (later opens reuse the answer)."""
     key = str(Path(path).resolve())
     with _lock:
         if key not in _checked:
+            if _recently_clean(Path(key)):
+                _checked[key] = []
+                return []
             t0 = time.perf_counter()
             _checked[key] = problems(conn)
             log.debug("quick_check of %s: %.3f s", key, time.perf_counter() - t0)
             if _checked[key]:
                 log.warning("run store %s is damaged: %s", key, "; ".join(_checked[key][:3]))
+            else:
+                try:
+                    (Path(key).parent / STAMP).write_text(f"{Path(key).stat().st_size} {time.time()}")
+                except OSError:
+                    pass  # a read-only or full data folder: check again next time
         return _checked[key]
 
 
@@ -55,6 +78,7 @@ def forget(path: Path) -> None:
     """Check the store again at its next open (after a restore or a repair)."""
     with _lock:
         _checked.pop(str(Path(path).resolve()), None)
+        (Path(path).resolve().parent / STAMP).unlink(missing_ok=True)
 
 
 def what_still_works() -> str:

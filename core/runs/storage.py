@@ -27,13 +27,14 @@ KIND_OF_FOLDER = {
     "tensorboard": "tensorboard",
     "exports": "exports",
     "tasks": "other",
+    "tune": "searches",  # Optuna's study journals (`tune`)
     "mlruns": "mlflow",
     "mlflow": "mlflow",
     "mlartifacts": "mlflow",
 }
 CACHE_KINDS = {"data": "data caches", "features": "feature caches", "teacher_logits": "teacher caches"}
 KINDS = ("runs", "data caches", "feature caches", "teacher caches", "uploads", "datasets", "tensorboard",
-         "exports", "mlflow", "store", "other")
+         "exports", "mlflow", "searches", "store", "other")
 # What new_run_id() makes: a folder so named is a run's even when it holds nothing we know yet.
 _RUN_ID_SHAPE = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")
 

@@ -118,7 +118,7 @@ def test_a_store_damaged_by_a_truncated_write_is_reported_with_what_still_works(
     store.close()
     db = paths.home() / "tlab.sqlite"
     os.truncate(db, db.stat().st_size - 3 * 4096)  # the last pages of a write never reached the disk
-    integrity.forget(db)
+    integrity._checked.clear()  # another process opens it: the file is shorter than at its last clean check
     with pytest.raises(integrity.StoreDamaged) as e:
         Store()
     assert "is damaged (database disk image is malformed)" in str(e.value)
