@@ -18,7 +18,6 @@ Weights come from timm's Hugging Face hub cache (`core.train.hub`).
 from __future__ import annotations
 
 import functools
-import logging
 import re
 import warnings
 from collections import defaultdict
@@ -29,8 +28,6 @@ from torch import nn
 from core.errors import ConfigError
 from core.train import hub
 from core.train.backbone_spec import BackboneSpec
-
-log = logging.getLogger(__name__)
 
 PREFIX = "timm:"
 HEAD, NECK, STEM = "head", "neck", "stem"

@@ -48,3 +48,25 @@ def test_a_family_trains_predicts_draws_grad_cam_and_exports(name, tmp_path, mon
     path = export.export(loaded, "onnx", isolated_home / "model.onnx")
     check = export.verify(path, "onnx", loaded, test.x)
     assert check.ok and check.top1_agreement == 1.0
+
+
+def test_a_timm_backbone_trains_over_two_processes_with_ddp(tmp_path):
+    """`torchrun --nproc-per-node 2 -m core train --backbone timm:...`: both ranks load the cached weights."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from helpers import NONET, ROOT
+
+    fake_hf_cache(tmp_path / "hf", ["timm:regnetx_002"])
+    env = {**os.environ, "TLAB_HOME": str(tmp_path / "tlab"), "HF_HOME": str(tmp_path / "hf"),
+           "PYTHONPATH": os.pathsep.join([str(NONET), str(ROOT)]), "TLAB_DIST_TIMEOUT": "120", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "core", "train", "--backbone", "timm:regnetx_002", "--strategy", "partial",
+                          "--dataset", "digits", "--image-size", "32", "--labels-per-class", "5", "--epochs", "1",
+                          "--batch-size", "16", "--device", "cpu", "--no-progress", "--json"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout[res.stdout.index("{"):])
+    assert out["status"] == "finished" and out["test_accuracy"] is not None
