@@ -28,7 +28,10 @@ def _fill(page: Page, rerun, key: str, value: str) -> None:
 
 
 def _choose(page: Page, rerun, key: str, option: str) -> None:
-    page.locator(f".st-key-{key}").get_by_role("combobox").click()
+    box = page.locator(f".st-key-{key}").get_by_role("combobox")
+    box.scroll_into_view_if_needed()
+    box.click()
+    box.press_sequentially(option)  # the select box filters its options as a person types
     with rerun(page):
         page.get_by_role("option", name=re.compile(f"^{re.escape(option)}")).first.click()
 
