@@ -1,7 +1,8 @@
 """Six timm families end to end on digits, pretrained from a Hugging Face
 cache written here (never the network): a tiny run trains, its checkpoint
 reads back and predicts, Grad-CAM draws (CNNs and transformers alike), and the ONNX export
-round-trips through onnxruntime. Each is a real training: slow."""
+round-trips through onnxruntime; a timm backbone under torchrun (DDP) and in
+the strategy advisor. Each is a real training: slow."""
 
 from __future__ import annotations
 
@@ -70,3 +71,16 @@ def test_a_timm_backbone_trains_over_two_processes_with_ddp(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout[res.stdout.index("{"):])
     assert out["status"] == "finished" and out["test_accuracy"] is not None
+
+
+def test_the_advisor_ranks_timm_backbones_and_says_which_have_no_batchnorm(tmp_path, monkeypatch):
+    from core.lessons import advisor
+
+    names = ["timm:regnetx_002", "timm:vit_tiny_patch16_224"]
+    fake_hf_cache(tmp_path / "hf", names)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    advice = advisor.advise("digits", 10, names, image_size=32)
+    rows = {r.name: r for r in advice.backbones}
+    assert set(rows) == set(names) and all(r.logme is not None for r in rows.values())
+    assert rows["timm:regnetx_002"].domain_shift is not None and advice.shift_backbone == "timm:regnetx_002"
+    assert rows["timm:vit_tiny_patch16_224"].domain_shift is None and "no BatchNorm" in rows["timm:vit_tiny_patch16_224"].note
