@@ -26,6 +26,8 @@ def cmd_runs(args) -> int:
 
 
 def cmd_show(args) -> int:
+    from core import paths
+    from core.runs import storage
     from core.runs.store import Store
 
     store = Store()
@@ -38,6 +40,7 @@ def cmd_show(args) -> int:
         "test_accuracy": row["test_accuracy"],
         "last_epoch": epochs.iloc[-1].to_dict() if len(epochs) else None,
         "result": json.loads(row["result"]) if row["result"] else None,
+        "slimmed": storage.slimmed_marker(paths.run_dir(row["id"])).exists(),  # `slim`: can no longer resume
     }
     result = out["result"] or {}
     out.update({k: result.get(k) for k in RECIPE_FIELDS})
@@ -52,6 +55,8 @@ def cmd_show(args) -> int:
                     ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"])
     if out["test_accuracy"] is not None:
         print(f"test accuracy {out['test_accuracy']:.4f}")
+    if out["slimmed"]:
+        print("checkpoint slimmed (optimizer state dropped): it predicts, evaluates and exports, but can no longer resume")
     recipe_lines(out)
     return 0
 

@@ -27,6 +27,9 @@ def two_groups(app_server, monkeypatch):
             (paths.run_dir(run_id) / "checkpoint.pt").write_bytes(b"w" * int(mb * MB))
             made.setdefault(group, []).append(paths.run_dir(run_id))
     yield made
+    for group in made:  # leave the shared app's data folder as it was
+        for row in store.query("SELECT id FROM runs WHERE group_id = ?", (group,)):
+            store.delete_run(row["id"])
     store.close()
 
 

@@ -164,6 +164,8 @@ def test_slimmed_runs_keep_their_weights_and_say_they_cannot_resume(capsys):
     with pytest.raises(StoreError, match="can no longer resume: its checkpoint was slimmed"):
         jobs.resume(run_id, store)
     assert storage.usage(store).runs[0]["slimmed"]
+    rc, out, _ = cli(capsys, "show", run_id)
+    assert rc == 0 and "can no longer resume" in out
 
 
 def test_a_cache_entry_that_does_not_fit_the_free_disk_is_skipped_and_the_caller_goes_on(mount_tmpfs, monkeypatch, caplog):
