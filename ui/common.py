@@ -28,7 +28,11 @@ def store() -> Store:
         st.stop()
     if s.damage:
         st.warning(integrity.damage_summary(s.damage))
-    s.recover()
+    try:
+        s.recover()
+    except StoreError:
+        if not s.damage:
+            raise
     return s
 
 

@@ -79,7 +79,7 @@ def cmd_check(args) -> int:
         print(json.dumps(out, indent=2))
     else:
         if "ok" in out:
-            print(f"store: {'ok' if out['store'] == 'ok' else '; '.join(out['store'])}; "
+            print(f"store: {'ok' if out['store'] == 'ok' else 'damaged'}; "
                   f"{out['checkpoints_checked']} checkpoint(s) and {out['caches_checked']} cache entries checked "
                   f"in {out['seconds']:.2f} s")
             for d in out["damaged"]:

@@ -34,8 +34,9 @@ class StoreDamaged(StoreError):
 def problems(conn: sqlite3.Connection, pragma: str = "quick_check") -> list[str]:
     """SQLite's own answer: [] when the file is whole, else its first messages."""
     rows = conn.execute(f"PRAGMA {pragma}({MAX_PROBLEMS})").fetchall()
-    found = [str(r[0]) for r in rows]
-    return [] if found == ["ok"] else found
+    found = [line.strip() for r in rows for line in str(r[0]).splitlines()
+             if line.strip() and not line.startswith("*** in database")]
+    return [] if found == ["ok"] else found[:MAX_PROBLEMS]
 
 
 # quick_check reads the whole file (about 0.05 s per MB on a busy 2-core machine, bench/storage_upkeep.py):
@@ -100,8 +101,8 @@ def unreadable(path: Path, error: Exception) -> StoreDamaged:
 def damage_summary(found: list[str]) -> str:
     return (f"The run store is damaged (SQLite quick_check: {'; '.join(found[:3])}"
             f"{'; ...' if len(found) > 3 else ''}). Runs and metrics that can be read are shown; some rows may be "
-            "missing or fail to load. `python -m core check` checks everything; `python -m core backup` saves "
-            "what can be read, and a restore of an earlier backup brings back the rest.")
+            "missing or fail to load. `python -m core check` checks everything; restoring an earlier backup "
+            "(`python -m core restore FILE` into an empty folder) brings back the rest.")
 
 
 @dataclass
@@ -129,11 +130,16 @@ def full_check(store) -> Report:
     rep = Report()
     with store._lock:
         rep.store = problems(store.conn, "integrity_check")
+    try:
+        rows = {r["id"]: r for r in store.query("SELECT id, name, epochs_done FROM runs")}
+    except StoreError:
+        rows = {}
     if rep.store:
-        rep.damaged.append({"kind": "store", "path": str(store.path), "problem": "; ".join(rep.store[:3]),
-                            "lost": "rows on the damaged pages (runs, metrics or events)",
-                            "works": "every row that still reads; run folders are untouched"})
-    rows = {r["id"]: r for r in store.query("SELECT id, name, epochs_done FROM runs")}
+        rep.damaged.append({"kind": "store", "path": str(store.path),
+                            "problem": "; ".join(rep.store[:3]) + (f" (+{len(rep.store) - 3} more)" if len(rep.store) > 3 else ""),
+                            "lost": "what sits on the damaged pages (rows of runs, metrics or events, or an index)",
+                            "works": f"{len(rows)} run(s) still read; run folders are untouched; restoring an "
+                                     "earlier backup (into an empty folder) brings back the rest"})
     for e in storage._entries(paths.home()):
         folder = Path(e.path)
         if not (e.is_dir(follow_symlinks=False) and (e.name in rows or storage.looks_like_run_folder(folder))):

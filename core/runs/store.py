@@ -63,7 +63,12 @@ class Store(StoreReads):
             raise StoreError(f"{self.path} is not a Transfer Learning Lab run store (not a readable SQLite database). "
                              "It was left untouched: move it away, or set TLAB_HOME to another folder.") from None
         if recover:
-            self.recover()
+            try:
+                self.recover()
+            except StoreError:
+                if not self.damage:
+                    raise
+                log.warning("run store %s: runs left running were not checked (the store is damaged)", self.path)
 
     def _check_foreign(self) -> None:
         """Refuse a file that isn't ours before anything is written to it.

@@ -128,6 +128,27 @@ def test_a_store_damaged_by_a_truncated_write_is_reported_with_what_still_works(
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err and "damaged" in err
 
 
+def test_a_store_with_a_damaged_page_opens_shows_what_reads_and_check_names_the_damage(capsys):
+    store = Store()
+    for _ in range(200):
+        store.add_run("{}", name="x" * 100, status="finished")
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    root = store.query("SELECT rootpage FROM sqlite_master WHERE name = 'runs_status'")[0][0]
+    page = store.query("PRAGMA page_size")[0][0]
+    store.close()
+    db = paths.home() / "tlab.sqlite"
+    with open(db, "r+b") as f:  # half of the status index's page overwritten
+        f.seek((root - 1) * page + page // 2)
+        f.write(b"\xff" * (page // 4))
+    integrity.forget(db)
+    again = Store()  # opens: the damage is found, not raised
+    assert again.damage and "invalid page number" in again.damage[0]
+    assert len(again.runs()) == 200
+    assert "The run store is damaged (SQLite quick_check: On tree page" in integrity.damage_summary(again.damage)
+    rc, out, _ = cli(capsys, "check")
+    assert rc == 1 and "store: damaged" in out and "Still works: 200 run(s) still read" in out
+
+
 def test_a_damaged_checkpoint_is_reported_with_what_was_lost_and_resume_refuses(capsys):
     store = Store()
     run_id = store.add_run("{}", status="interrupted")
