@@ -45,6 +45,19 @@ def run_dir(run_id: str) -> Path:
     return home() / check_run_id(run_id)
 
 
+def write_atomic(out: Path, content: bytes, error: type[Exception]) -> Path:
+    """Write `content` to `out` whole or not at all (a .part file, then a rename);
+    a failure is `error` with a message that says what to do."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".part")
+        tmp.write_bytes(content)
+        tmp.replace(out)
+    except OSError as e:
+        raise error(f"Can't write {out} ({e.strerror or e}): choose a writable place.") from None
+    return out
+
+
 def _within(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 

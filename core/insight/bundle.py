@@ -179,11 +179,4 @@ def write(loaded: LoadedModel, fmt: str, out: str | Path, extra: dict | None = N
     if out.suffix.lower() != ".zip":
         raise export.ExportError(f"A bundle is a ZIP: name it {out.with_suffix('.zip').name}.")
     content = build(loaded, fmt, extra)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".part")
-        tmp.write_bytes(content)
-        tmp.replace(out)
-    except OSError as e:
-        raise export.ExportError(f"Can't write {out} ({e.strerror or e}): choose a writable place.") from None
-    return out
+    return paths.write_atomic(out, content, export.ExportError)

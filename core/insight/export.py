@@ -150,14 +150,7 @@ def export(loaded: LoadedModel, fmt: str, out: str | Path) -> Path:
     if out.is_dir():
         raise ExportError(f"{out} is a folder: give a file name, e.g. {out / ('model' + FORMATS[fmt])}.")
     content = to_bytes(loaded, fmt)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".part")
-        tmp.write_bytes(content)
-        tmp.replace(out)
-    except OSError as e:
-        raise ExportError(f"Can't write {out} ({e.strerror or e}): choose a writable place.") from None
-    return out
+    return paths.write_atomic(out, content, ExportError)
 
 
 # --- checking an export --------------------------------------------------------------

@@ -81,14 +81,7 @@ def pack(run_ids: list[str], out: str | Path, store: Store | None = None) -> Pat
     if out.suffix.lower() != ".zip":
         raise PackError(f"A pack is a ZIP: name it {out.with_suffix('.zip').name}.")
     content = pack_bytes(run_ids, store)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".part")
-        tmp.write_bytes(content)
-        tmp.replace(out)
-    except OSError as e:
-        raise PackError(f"Can't write {out} ({e.strerror or e}): choose a writable place.") from None
-    return out
+    return paths.write_atomic(out, content, PackError)
 
 
 # --- unpacking -------------------------------------------------------------------------
