@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from helpers import run_cli
+from helpers import run_cli, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -106,6 +106,10 @@ def test_seeing_inside_a_run(app_server, seeded, page, snap, wait_idle, rerun):
         use.click()
     _no_exception(page)
     lr_box = page.locator(".st-key-lr_scratch input")
-    assert float(lr_box.input_value()) == pytest.approx(float(suggested), rel=0.02, abs=5e-6)
+    # The button shows while the full run that drew it is still going: a click then interrupts that run and
+    # starts the click's own, and between the two the page reads 'not running' for a moment, which can end
+    # the `rerun` wait before the click's run wrote the value (seen once at load 15: the default 0.002).
+    # So wait on the value itself, as a person watching the box would.
+    wait_for(lambda: float(lr_box.input_value()) == pytest.approx(float(suggested), rel=0.02, abs=5e-6), timeout=60)
     page.locator(".st-key-lr_finder_chart").scroll_into_view_if_needed()
     snap(page, "inspect-05-lr-finder.png")
