@@ -223,3 +223,17 @@ def test_predict_calibrated_and_tta_probabilities():
     tta = predict.probabilities(loaded, x, tta=True)
     assert torch.allclose(tta, (torch.softmax(logits, 1) + torch.softmax(flipped, 1)) / 2, atol=1e-6)
     assert predict.calibrated(loaded) and not predict.calibrated(LoadedModel(model, spec, loaded.class_names, 16))
+
+
+def test_patience_counts_epochs_without_improvement_and_a_thaw_starts_it_again():
+    from core.train.recipe import Watch
+
+    w = Watch("val_loss", patience=2, min_delta=0.01)
+    assert w.update(1, 1.0, 0.5) and w.best_epoch == 1
+    assert not w.update(2, 0.995, 0.6)  # better by less than min_delta: no improvement
+    w.thawed()  # gradual unfreezing thawed a group: its epochs count afresh
+    assert not w.update(3, 1.2, 0.4) and not w.should_stop
+    assert not w.update(4, 1.3, 0.4) and w.should_stop
+    assert w.stop_reason(4) == "stopped early at epoch 4 (best 1)"
+    acc = Watch("val_accuracy", patience=1)
+    assert acc.update(1, 9.0, 0.5) and acc.update(2, 9.9, 0.6) and not acc.update(3, 0.1, 0.6) and acc.should_stop
