@@ -126,6 +126,7 @@ class Tuner:
     fixed: tuple[str, ...] = ()  # settings the person gave: kept as given, never searched
     store: Store = field(default_factory=Store)
     flights: dict[str, _Flight] = field(default_factory=dict)
+    _study: object = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         check_name(self.study_name)
@@ -143,13 +144,17 @@ class Tuner:
     # -- the study --
 
     def open(self):
+        """The study, opened (or created) once per tuner."""
+        if self._study is not None:
+            return self._study
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        return optuna.create_study(study_name=self.study_name, storage=_storage(self.study_name, self.storage),
+        self._study = optuna.create_study(study_name=self.study_name, storage=_storage(self.study_name, self.storage),
                                    load_if_exists=True, direction="maximize",
                                    sampler=optuna.samplers.TPESampler(seed=self.base.seed),
                                    pruner=_pruner(self.pruner, self.base.epochs))
+        return self._study
 
     def counted(self, study) -> int:
         """Trials that count toward the total: done, pruned, or under way (here or on another machine)."""

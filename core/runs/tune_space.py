@@ -35,9 +35,6 @@ from core.errors import ConfigError
 from core.train import strategies
 from core.train.config import RunConfig
 
-GENERAL = ("lr", "weight_decay", "augment", "label_smoothing")  # every strategy reads these
-
-
 @dataclass(frozen=True)
 class Param:
     """One searched setting: a float or int range (log-scaled or not), or a list of choices."""
@@ -119,6 +116,5 @@ def for_strategy(space: list[Param] | None, strategy: str) -> list[Param]:
     """The parameters a trial of this strategy draws: the file's (those the strategy reads) or the default."""
     if space is None:
         return default_space(strategy)
-    reads = set(GENERAL) | set(strategies.get(strategy).uses)
-    other = set(_fields()) - set(strategies.KNOBS)  # e.g. epochs or image_size, if a file searches them
-    return [p for p in space if p.name in reads or p.name in other]
+    uses = strategies.get(strategy).uses  # read_space admits config fields only: all but the knobs apply to every strategy
+    return [p for p in space if p.name not in strategies.KNOBS or p.name in uses]
