@@ -9,7 +9,7 @@ from core.errors import TLabError
 from core.runs import experiments
 from core.service import forms, launching
 from core.train import backbones, data, strategies, weights
-from core.train.config import RunConfig
+from core.train.config import PRECISIONS, RunConfig
 from ui import charts, seeing
 from ui import settings as settings_ui
 from ui.advisor import advisor_section
@@ -24,6 +24,7 @@ SEARCH = "Search"
 # The RunConfig fields this form has a widget for; an uploaded settings file's other fields are kept as they are.
 FORM_FIELDS = ("backbone", "strategy", "dataset", "epochs", "image_size", "batch_size", "lr", "labels_per_class", "seed",
                "device", "augment", "weights", "freeze_stages", "lr_decay", "unfreeze_every", "processes", "compile",
+               "precision", "channels_last",
                "patience", "monitor", "label_smoothing", "class_weights", "sampler", "use_weights", "min_delta")
 
 st.title("Transfer Learning Lab")
@@ -143,6 +144,19 @@ with left:
     compile_model = st.checkbox("Compile the model (torch.compile)", DEFAULTS.compile, key="compile",
                                 help="Faster training steps after a slow start (compiling takes a minute or more): "
                                      "worth it on a GPU and for long runs, rarely for a short CPU run.")
+    with st.expander("Advanced: precision and memory layout", expanded=False):
+        auto_precision, auto_layout = forms.precision_defaults(device)
+        where = "here" if device == "auto" else f"on {device}"
+        c1, c2 = st.columns(2)
+        precision = c1.selectbox("Precision", PRECISIONS, key="precision",
+                                 format_func=lambda p: f"auto ({auto_precision} {where})" if p == "auto" else p,
+                                 help="Autocast precision of the forward passes; the weights stay fp32. bf16 and fp16 "
+                                      "are faster on a GPU; fp16 scales the loss against underflow. On a CPU without "
+                                      "bf16 instructions they are slower than fp32.")
+        channels_last = c2.selectbox("Memory layout", [None, True, False], key="channels_last",
+                                     format_func=lambda v: (f"auto ({'channels_last' if auto_layout else 'NCHW'} {where})"
+                                                            if v is None else "channels_last" if v else "NCHW"),
+                                     help="channels_last (NHWC) suits a GPU's tensor cores and oneDNN on a CPU.")
     recipe = recipe_widgets(DEFAULTS)
 
 cfg = settings_ui.with_extras(forms.config_from(dict(backbone=backbone, strategy=strategy, dataset=dataset, epochs=int(epochs),
@@ -150,7 +164,7 @@ cfg = settings_ui.with_extras(forms.config_from(dict(backbone=backbone, strategy
                               labels_per_class=int(labels) or None, seed=int(seed), device=device,
                               weights=weights_file, freeze_stages=int(freeze_stages), lr_decay=float(lr_decay),
                               unfreeze_every=int(unfreeze_every), processes=int(processes), compile=compile_model,
-                              **recipe)), FORM_FIELDS)
+                              precision=precision, channels_last=channels_last, **recipe)), FORM_FIELDS)
 if dataset is not None:
     with left:
         augmentation_preview(cfg)

@@ -36,6 +36,10 @@ HELP = {
     "augment": "augmentation level: none, light or strong (--augment alone: light)",
     "weights": "a weights file (state dict) to start from",
     "compile": "torch.compile the model: a slower start, faster steps after (mostly on a GPU)",
+    "precision": "auto | fp32 | bf16 | fp16: autocast precision of the forward passes (fp16 with loss scaling); "
+                 "auto: bf16 on a CUDA GPU, fp32 elsewhere",
+    "channels_last": "channels_last memory layout for the model and its input (default: on for a CUDA GPU, "
+                     "off elsewhere)",
     "name": "a name for the run",
     "val_fraction": "share of the images held out for validation",
     "test_fraction": "share of the images held out for the test",

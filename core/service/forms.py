@@ -14,6 +14,7 @@ from core import paths
 from core.errors import TLabError
 from core.train import backbones, data, distributed, strategies, weights
 from core.train.config import RunConfig
+from core.train.device import channels_last_of, precision_of, resolve_device
 from core.train.strategies import LayerPlan
 from core.train.validate import check_image_size, validate
 
@@ -111,6 +112,17 @@ class Hardware:
     @property
     def detected(self) -> str:
         return "CUDA GPU" if self.cuda else "CPU only"
+
+
+def precision_defaults(device_name: str) -> tuple[str, bool]:
+    """What precision "auto" and the default layout mean for a device choice
+    on this machine: (fp32 | bf16 | fp16, channels_last)."""
+    try:
+        device = resolve_device(device_name)
+    except TLabError:  # a device this machine lacks: what auto means on one that has it
+        return ("bf16", True) if device_name == "cuda" else ("fp32", False)
+    auto = RunConfig()
+    return precision_of(auto, device), channels_last_of(auto, device)
 
 
 def hardware() -> Hardware:

@@ -20,6 +20,7 @@ MONITORS = ("val_loss", "val_accuracy")
 WEIGHTS_USED = ("best", "last")
 CLASS_WEIGHTS = ("none", "auto")
 SAMPLERS = ("shuffle", "balanced")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: bf16 on a CUDA GPU (fp16 where it has none), fp32 elsewhere
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,11 @@ class RunConfig:
     # torch.compile the model for training: slower first steps (compilation),
     # faster ones after, mostly on a GPU.
     compile: bool = False
+    # Autocast precision of the forward passes and the memory layout of the model and its
+    # input, on any device (README, "Precision and layout"). auto / None: bf16 and
+    # channels_last on a CUDA GPU, fp32 and the default layout elsewhere.
+    precision: str = "auto"
+    channels_last: bool | None = None
     # The training recipe (README, "Training recipe"). Every default keeps a
     # config stored before these fields existed meaning what it meant.
     use_weights: str = "best"  # which epoch's weights score the test split and serve Predict, Inspect, export
@@ -149,6 +155,9 @@ def check_ranges(cfg: RunConfig) -> RunConfig:
            f"batch size {cfg.batch_size} is the global batch and must split evenly over {cfg.processes} processes: "
            f"use a multiple of {cfg.processes}, e.g. {max(cfg.processes, cfg.batch_size - cfg.batch_size % cfg.processes)}.")
     _check(isinstance(cfg.compile, bool), f"compile must be true or false (got {cfg.compile!r}).")
+    _choice(cfg.precision, PRECISIONS, "precision")
+    _check(cfg.channels_last is None or isinstance(cfg.channels_last, bool),
+           f"channels last must be true or false, or left out for the device's default (got {cfg.channels_last!r}).")
     if cfg.teacher is not None:
         paths.check_run_id(cfg.teacher)
     check_recipe(cfg)

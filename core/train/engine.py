@@ -69,6 +69,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     groups: dict[str, list[nn.Parameter]]
     w0: dict[str, list[torch.Tensor]]  # each group's weights at the start: the layer stats measure change from them
+    scaler: torch.amp.GradScaler | None = None  # fp16's loss scaling
     start_epoch: int = 1
     best_val: float | None = None
     step: int = 0
@@ -149,7 +150,7 @@ class Trainer(Runner):
         cfg, spec = self.cfg, self.spec
         model = backbones.create_model(spec, bundle.num_classes, cfg.image_size, self.strategy.pretrained, cfg.weights)
         model.to(self.device)
-        if self.cuda:
+        if self.channels_last:
             model.to(memory_format=torch.channels_last)
         self.model = model  # kept after run(): the trained weights and the last step's gradients
         plan = strategies.make_plan(spec, model, cfg, 0)
@@ -157,7 +158,7 @@ class Trainer(Runner):
         optimizer = strategies.build_optimizer(spec, model, plan, cfg.weight_decay)
         groups = self._group_params(model)
         w0 = {g: [p.detach().clone() for p in ps] for g, ps in groups.items()}
-        return _Run(bundle, model, plan, optimizer, groups, w0)
+        return _Run(bundle, model, plan, optimizer, groups, w0, scaler=self._grad_scaler())
 
     def _restore(self, r: _Run, resume_from: Path | None) -> None:
         """Model, optimizer, epoch, step and best score from a checkpoint; the
@@ -175,6 +176,8 @@ class Trainer(Runner):
         r.rng_state = ckpt.get("rng_state")
         r.w0 = {g: [t.to(self.device) for t in ts] for g, ts in ckpt["w0"].items()}
         r.optimizer.load_state_dict(ckpt["optimizer"])
+        if r.scaler is not None and ckpt.get("scaler"):
+            r.scaler.load_state_dict(ckpt["scaler"])
         # The plan after the optimizer state: its parameter groups carry the checkpointed epoch's LRs,
         # which would undo a thaw at the resumed epoch (a group trained at LR 0, or the wrong one).
         r.plan = strategies.make_plan(self.spec, r.model, self.cfg, r.start_epoch - 1)
@@ -354,13 +357,7 @@ class Trainer(Runner):
         else:
             loss = r.loss(logits, yb, mix)
         loss = faults.fire("loss", loss, epoch=epoch, step=r.step + 1, run_id=self.run_id)
-        r.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        for g, ps in r.groups.items():
-            grads = [p.grad for p in ps if p.grad is not None]
-            if grads:
-                grad_sq[g] += torch.stack(torch._foreach_norm(grads)).square().sum().sqrt()
-        r.optimizer.step()
+        self._optimise(r.optimizer, r.scaler, loss, r.groups, grad_sq)
         r.step += 1
         return logits.detach(), loss.detach()
 
@@ -415,6 +412,7 @@ class Trainer(Runner):
             **weights, "optimizer": r.optimizer.state_dict(), "step": r.step, "best_val_accuracy": r.best_val,
             "w0": {g: [w.cpu() for w in ws] for g, ws in r.w0.items()},
             "watch": r.watch.state_dict(), "rng_state": torch.get_rng_state(),
+            **({"scaler": r.scaler.state_dict()} if r.scaler is not None else {}),
         }, ckpt_path)
         r.result.checkpoint = str(ckpt_path)
 

@@ -17,7 +17,7 @@ from torch import nn
 from core.train import backbones, cache, data, strategies
 from core.train.backbones import head_removed
 from core.train.config import RunConfig
-from core.train.device import resolve_device
+from core.train.device import AUTOCAST_DTYPES, channels_last_of, precision_of, resolve_device
 from core.train.distributed import SINGLE, Dist
 from core.train.events import Event, Listener, Note, new_run_id
 from core.train.strategies import LayerPlan
@@ -41,6 +41,10 @@ class Runner:
         self.strategy = strategies.get(cfg.strategy)
         self.device = dist.device(resolve_device(cfg.device))
         self.cuda = self.device.type == "cuda"
+        # The same code on every device: a CPU run in bf16 or channels_last takes the GPU's path.
+        self.precision = precision_of(cfg, self.device)
+        self.amp_dtype = AUTOCAST_DTYPES[self.precision]
+        self.channels_last = channels_last_of(cfg, self.device)
         self._sources: dict[tuple[int, int], data.Batches] = {}
 
     def emit(self, event: Event) -> None:
@@ -50,17 +54,42 @@ class Runner:
     # -- pieces --
 
     def _autocast(self):
-        if self.cuda:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _grad_scaler(self) -> torch.amp.GradScaler | None:
+        """fp16's loss scaling (its small range underflows gradients); None in fp32 and bf16."""
+        return torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
+    def _optimise(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None, loss: torch.Tensor,
+                  groups: dict[str, list[nn.Parameter]], grad_sq: dict[str, torch.Tensor]) -> None:
+        """Backward, each group's gradient norm added to `grad_sq` (the layer
+        stats), optimizer step; under fp16 through the scaler, which skips a
+        step whose gradients overflowed (that step adds no norm)."""
+        optimizer.zero_grad(set_to_none=True)
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        for g, ps in groups.items():
+            grads = [p.grad for p in ps if p.grad is not None]
+            if grads:
+                norm = torch.stack(torch._foreach_norm(grads)).square().sum().sqrt()
+                grad_sq[g] += norm if scaler is None else torch.nan_to_num(norm, nan=0.0, posinf=0.0)
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)
+            scaler.update()
 
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
-        x = data.batch_input(x.to(self.device, non_blocking=True), self.spec.mean, self.spec.std)
-        return x.contiguous(memory_format=torch.channels_last) if self.cuda else x
+        return self._layout(data.batch_input(x.to(self.device, non_blocking=True), self.spec.mean, self.spec.std))
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        x = data.normalise(x, self.spec.mean, self.spec.std)
-        return x.contiguous(memory_format=torch.channels_last) if self.cuda else x
+        return self._layout(data.normalise(x, self.spec.mean, self.spec.std))
 
     @torch.inference_mode()
     def evaluate(self, model: nn.Module, split: data.Split, features: bool = False) -> tuple[float, float]:
@@ -142,12 +171,14 @@ class Runner:
     def _cached_features(self, model: nn.Module, split: data.Split, data_key: str) -> tuple[data.Split, bool]:
         """Backbone features of a split, from the data folder's cache when a run
         before computed them for the same backbone weights, images, image size
-        and device kind (so with the same precision); else computed and cached."""
+        device kind and precision; else computed and cached."""
         head_prefix = self.spec.head + "."
         key = {"backbone": self.spec.name,
                "weights": cache.tensors_digest((k, v) for k, v in model.state_dict().items() if not k.startswith(head_prefix)),
                "data": data_key, "images": cache.index_digest(split.index), "n": len(split),
-               "image_size": self.cfg.image_size, "device": self.device.type, "bf16": self.cuda}
+               "image_size": self.cfg.image_size, "device": self.device.type, "bf16": self.precision == "bf16"}
+        if self.precision == "fp16":  # (a key without it is what every cache before fp16 existed was written under)
+            key["fp16"] = True
         hit = cache.load("features", key) if data_key else None
         if hit is not None and not (set(hit[0]) == {"x", "y", "index"} and len(hit[0]["x"]) == len(hit[0]["y"])):
             hit = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from core.errors import ConfigError
 from core.train import backbones, data, strategies
+from core.train.device import check_precision
 from core.train.config import RunConfig, check_ranges
 
 
@@ -17,6 +18,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     strategies.get(cfg.strategy)
     data.get(cfg.dataset)
     check_ranges(cfg)
+    check_precision(cfg)
     if cfg.dataset.startswith(data.FOLDER_PREFIX):
         folder = data.folder_path(cfg.dataset)  # under an allowed root, or a ConfigError that says how to allow it
         if not folder.exists():

@@ -89,6 +89,7 @@ BAD_INPUT = [
      "resnet18-f37072fd.pth"),
     (["train", "--backbone", "small_cnn", "--strategy", "scratch", "--weights", "/no/such.pt"], "does not exist"),
     (["plan", "--strategy", "everything"], "Unknown strategy"),
+    (["train", "--precision", "fp8"], "precision must be one of auto, fp32, bf16, fp16 (got 'fp8')"),
 ]
 
 

@@ -17,15 +17,20 @@ def no_workers(monkeypatch):
     monkeypatch.setattr(jobs, "ensure_workers", lambda store=None: [])
 
 
-def test_the_compile_switch_reaches_the_queued_runs(no_workers):
+def test_the_compile_precision_and_layout_settings_reach_the_queued_runs(no_workers):
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.run()
     assert at.checkbox(key="compile").value is False  # off by default: compiling costs a minute on a CPU
-    at.checkbox(key="compile").check().run()
+    assert at.selectbox(key="precision").value == "auto" and at.selectbox(key="channels_last").value is None
+    assert "auto (fp32 here)" in at.selectbox(key="precision").options  # what auto means on this CPU
+    at.checkbox(key="compile").check()
+    at.selectbox(key="precision").select("bf16")
+    at.selectbox(key="channels_last").select(True).run()
     at.button(key="launch").click().run()
     assert not at.exception, at.exception
     configs = [json.loads(c) for c in Store().runs()["config"]]
-    assert len(configs) == 2 and all(c["compile"] is True for c in configs)  # the run and its scratch twin
+    assert len(configs) == 2  # the run and its scratch twin, both so
+    assert all(c["compile"] is True and c["precision"] == "bf16" and c["channels_last"] is True for c in configs)
 
 
 def _long_run(steps: int) -> str:
