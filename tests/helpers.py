@@ -105,3 +105,48 @@ def image_folder(path: Path, counts: dict[str, int], size: int = 16, seed: int =
             img = rng.normal(0.5 + (k - (len(counts) - 1) / 2) * signal, 0.2, (size, size, 3))
             Image.fromarray((img.clip(0, 1) * 255).astype(np.uint8)).save(path / name / f"{i:03d}.png")
     return f"folder:{path}"
+
+
+def _photo(args: tuple) -> None:
+    """One photo-like JPEG (smooth colours, texture, a shape in its class's colour)."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    path, index, label, size = args
+    rng = np.random.default_rng(index)
+    w, h = size
+    grid = rng.integers(0, 256, (3, 4, 3), dtype=np.uint8)
+    im = Image.fromarray(grid).resize((w, h), Image.BICUBIC)
+    texture = Image.fromarray(rng.integers(0, 40, (h // 8, w // 8, 3), dtype=np.uint8)).resize((w, h), Image.BILINEAR)
+    im = Image.fromarray(np.minimum(255, np.asarray(im, np.uint16) + np.asarray(texture)).astype(np.uint8))
+    colour = ((label * 97) % 256, (label * 53) % 256, (label * 151) % 256)
+    r = int(min(w, h) * rng.uniform(0.15, 0.3))
+    x, y = int(rng.integers(r, w - r)), int(rng.integers(r, h - r))
+    draw = ImageDraw.Draw(im)
+    (draw.ellipse if label % 2 else draw.rectangle)((x - r, y - r, x + r, y + r), fill=colour)
+    im.save(path, quality=85)
+
+
+def photos_folder(root: Path, n: int, classes: int = 10, large_every: int = 2, corrupt: int = 3,
+                  processes: int = 1) -> Path:
+    """A folder like a person's photos: `classes` class folders holding `n`
+    JPEGs in all, every `large_every`-th 1024x768 and the others 256x256
+    (large_every=1: all large), plus `corrupt` broken files (named broken_*.jpg)."""
+    for c in range(classes):
+        (root / f"class_{c}").mkdir(parents=True, exist_ok=True)
+    jobs = [(root / f"class_{i % classes}" / f"IMG_{i:05d}.jpg", i, i % classes,
+             (1024, 768) if i % large_every == 0 else (256, 256)) for i in range(n)]
+    if processes > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(processes) as pool:
+            list(pool.map(_photo, jobs, chunksize=64))
+    else:
+        for job in jobs:
+            _photo(job)
+    for k in range(corrupt):
+        good = jobs[k][0].read_bytes()
+        # cut short, not an image at all, empty: what a failed copy or a stray file leaves
+        (root / f"class_{k % classes}" / f"broken_{k}.jpg").write_bytes(
+            [good[: len(good) // 3], b"not a picture", b""][k % 3])
+    return root

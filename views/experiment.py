@@ -14,7 +14,8 @@ from ui import charts, seeing
 from ui import settings as settings_ui
 from ui.advisor import advisor_section
 from ui.backbone_picker import pick_backbone
-from ui.common import label, plain, plain_rows, store
+from ui.common import label, plain, store
+from ui.folder import decode_section, folder_preview
 from ui.recipe import augmentation_preview, recipe_widgets
 
 DEFAULTS = RunConfig()  # the offline demo: Lite0 (bundled ImageNet weights), full fine-tuning, digits, 64 px, 3 epochs
@@ -90,21 +91,11 @@ with left:
                                placeholder="/home/me/pictures/my_classes")
         dataset = f"{data.FOLDER_PREFIX}{folder.strip()}" if folder.strip() else None
 
+    decode_box = None
     if dataset and dataset.startswith(data.FOLDER_PREFIX):
-        try:
-            folder_view = forms.preview_folder(dataset)
-            st.write(f"**{folder_view.images} images in {len(folder_view.class_names)} classes**"
-                     + (f"; {folder_view.skipped} unreadable file(s) skipped, e.g. {plain(folder_view.skipped_example)}"
-                        if folder_view.skipped else ""))
-            st.caption(f"Layout: {plain(folder_view.layout)}")
-            with st.expander("Preview: a few images per class", expanded=True):
-                for name, imgs in zip(folder_view.class_names, folder_view.samples):
-                    st.image(imgs, caption=[plain(name) for _ in imgs], width=64)
-                st.table(plain_rows({"class": folder_view.class_names, "images": folder_view.counts}))
-            if folder_view.warning:
-                st.warning(plain(folder_view.warning))
-        except TLabError as e:
-            st.error(plain(e))
+        if folder_preview(dataset):
+            decode_box = st.container()  # filled below, once the image size is known
+        else:
             dataset = None
 
     st.subheader("Budget")
@@ -166,6 +157,9 @@ cfg = settings_ui.with_extras(forms.config_from(dict(backbone=backbone, strategy
                               unfreeze_every=int(unfreeze_every), processes=int(processes), compile=compile_model,
                               precision=precision, channels_last=channels_last, **recipe)), FORM_FIELDS)
 if dataset is not None:
+    if decode_box is not None:
+        with decode_box:
+            decode_section(dataset, cfg.image_size)
     with left:
         augmentation_preview(cfg)
 

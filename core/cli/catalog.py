@@ -55,6 +55,8 @@ def cmd_datasets(args) -> int:
 
     if args.describe:
         return _describe(args)
+    if args.decode:
+        return _decode(args)
     rows = [{"name": spec.name, "title": spec.title, "availability": data.availability(spec),
              "description": spec.description} for spec in data.REGISTRY.values()]
     rows.append({"name": "folder:PATH", "title": "Your images", "availability": "local",
@@ -79,6 +81,35 @@ def _describe(args) -> int:
     print(f"largest / smallest class: {view.imbalance:.1f}x")
     if view.warning:
         print(f"warning: {view.warning}")
+    return 0
+
+
+def _decode(args) -> int:
+    """Decode a folder at an image size into the data folder's cache, with a progress line, as a first run would."""
+    import time
+
+    from core.cli.output import DecodeProgress
+    from core.service import forms
+    from core.train import data, decode
+
+    state = forms.folder_state(args.decode, args.image_size)
+    t0 = time.perf_counter()
+    raw = None
+    if state.state != "stream":
+        with decode.reporting(DecodeProgress()):
+            raw = data.load_raw(args.decode, args.image_size)
+    result = {"dataset": args.decode, "image_size": args.image_size, "images": state.images,
+              "state": "stream" if raw is None else ("decoded now" if state.state == "todo" else "already decoded"),
+              "readable": None if raw is None else len(raw.y), "skipped": None if raw is None else raw.skipped,
+              "skipped_examples": [] if raw is None else list(raw.skipped_examples),
+              "seconds": round(time.perf_counter() - t0, 2), "message": state.message}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif raw is None:
+        print(state.message)
+    else:
+        print(f"{args.decode} at {args.image_size} px: {len(raw.y):,} images {result['state']} in {result['seconds']} s"
+              + (f"; {raw.skipped} unreadable file(s) skipped: {', '.join(raw.skipped_examples)}" if raw.skipped else ""))
     return 0
 
 
@@ -131,6 +162,10 @@ def register(sub) -> None:
         if name == "datasets":
             sp.add_argument("--describe", default=None, metavar="NAME",
                             help="a dataset's images per class, with a warning past 3x imbalance (e.g. folder:PATH)")
+            sp.add_argument("--decode", default=None, metavar="folder:PATH",
+                            help="decode a folder at --image-size into the data folder's cache, with a progress "
+                                 "line, so runs start from it")
+            sp.add_argument("--image-size", type=int, default=64, help="with --decode: the runs' image size")
         sp.set_defaults(func=fn)
 
     sp = sub.add_parser("plan", help="show which layers a strategy freezes")

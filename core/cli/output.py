@@ -69,3 +69,32 @@ def finish(args, row: dict) -> int:
         print(f"error: {row['reason']}", file=sys.stderr)
         return 1 if row.get("result") else 2
     return 0 if row["status"] == "finished" else 3
+
+
+class DecodeProgress:
+    """A progress line on stderr for a long decode of images: one bar redrawn in
+    a terminal, else a line at most every second (the page's background task
+    reads the last one): 'decoding images: 4,000 / 20,000 (20%)'."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled, self.last, self.bar = enabled, 0.0, None
+
+    def __call__(self, done: int, total: int) -> None:
+        import time
+
+        if not self.enabled:
+            return
+        if sys.stderr.isatty():
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, desc="decoding images", unit="img", file=sys.stderr, leave=False)
+            self.bar.update(done - self.bar.n)
+            if done >= total:
+                self.bar.close()
+                self.bar = None
+            return
+        now = time.monotonic()
+        if done in (0, total) or now - self.last >= 1.0:
+            self.last = now
+            print(f"decoding images: {done:,} / {total:,} ({100 * done // max(1, total)}%)", file=sys.stderr, flush=True)

@@ -50,7 +50,11 @@ def cmd_train(args) -> int:
     cfg = run_config(args, **({"processes": world} if world else {}))
     if cfg.processes > 1 and not distributed.under_torchrun():
         return distributed.train_with_torchrun(cfg.processes, args.argv)
-    row = jobs.run_foreground(cfg, listeners=(Progress(not args.no_progress),))
+    from core.cli.output import DecodeProgress
+    from core.train import decode
+
+    with decode.reporting(DecodeProgress(not args.no_progress)):  # a folder's first decode: a progress line too
+        row = jobs.run_foreground(cfg, listeners=(Progress(not args.no_progress),))
     if row is None:
         return 0  # another process of a torchrun group: rank 0 reports the run
     return finish(args, row)

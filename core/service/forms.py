@@ -161,21 +161,57 @@ class FolderPreview:
 
 
 def preview_folder(dataset: str, classes: int = 12, per_class: int = 8, size: int = 64) -> FolderPreview:
-    """A user's folder or ZIP of class folders: how many images per class, and
-    a few of each. Raises TLabError for a folder that can't be used."""
-    raw = data.load_raw(dataset, size)
-    counts = np.bincount(raw.y.numpy(), minlength=len(raw.class_names))
-    samples = []
-    for c in range(min(classes, len(raw.class_names))):
-        idx = (raw.y == c).nonzero().flatten()[:per_class]
-        samples.append([raw.x[i].permute(1, 2, 0).expand(-1, -1, 3).numpy() for i in idx])
+    """A user's folder or ZIP of class folders: how many images per class (by
+    listing the files) and a few of each (only those decoded, at reduced
+    scale): a second or two for tens of thousands of photos. Unreadable files
+    met among the samples are counted; the full decode finds the rest.
+    Raises TLabError for a folder that can't be used."""
+    path = data.folder_path(dataset)
+    listing = data.list_folder(path)
+    counts = listing.counts
+    data.check_classes(path, counts)
+    samples, bad = [], []
+    for files in list(listing.classes.values())[:classes]:
+        shown = []
+        for name, read in files[: per_class * 4]:  # a few broken files don't leave a class without samples
+            if len(shown) == per_class:
+                break
+            try:
+                shown.append(data.decode_image(read(), size).transpose(1, 2, 0))
+            except Exception as e:  # PIL raises many types for broken files
+                bad.append(f"{name} ({type(e).__name__})")
+        samples.append(shown)
     layout = FolderPreview.layout
-    if raw.split is not None:
-        per = np.bincount(raw.split.numpy(), minlength=3)
+    if listing.split is not None:
+        per = np.bincount(np.asarray(listing.split, dtype=np.int64), minlength=3)
         layout = ("train/, val/ and test/ folders, used as given: " + ", ".join(
             f"{n} {s}" if n else f"no {s} folder (cut from train)" for s, n in zip(("train", "val", "test"), per)))
-    return FolderPreview(len(raw.y), list(raw.class_names), counts.tolist(), raw.skipped,
-                         raw.skipped_examples[0] if raw.skipped else "", samples, layout)
+    examples = bad + listing.examples
+    return FolderPreview(sum(counts.values()), list(counts), list(counts.values()), listing.skipped + len(bad),
+                         examples[0] if examples else "", samples, layout)
+
+
+@dataclass
+class FolderState:
+    """Where a folder's images stand for a run at one image size."""
+
+    state: str  # "decoded" (the cache holds them), "stream" (too many for memory: read each epoch), "todo"
+    images: int
+    message: str
+
+
+def folder_state(dataset: str, size: int) -> FolderState:
+    """Whether a run at `size` px starts from decoded images, decodes them
+    first, or streams them from the files. Raises TLabError."""
+    path = data.folder_path(dataset)
+    n = sum(data.list_folder(path).counts.values())
+    if n * 3 * size * size > data.IN_MEMORY_MB.value() * 2**20:
+        return FolderState("stream", n, f"{n:,} images at {size} px pass {data.IN_MEMORY_MB.describe()}: runs read "
+                                        "them from the files every epoch, on every core.")
+    if data.decoded(dataset, size):
+        return FolderState("decoded", n, f"Decoded at {size} px: runs start from the data folder's copy.")
+    return FolderState("todo", n, f"Not decoded at {size} px yet: the first run decodes the {n:,} images once "
+                                  "(on every core) and every later run reuses them. Decode them now to watch it.")
 
 
 @dataclass

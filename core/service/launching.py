@@ -75,6 +75,15 @@ def start_advisor(dataset: str, labels_per_class: int | None, image_size: int, s
                         "--image-size", str(int(image_size)), "--seed", str(int(seed)), "--json"])
 
 
+def start_decode(dataset: str, image_size: int) -> tasks.Task:
+    """A folder decoded at `image_size` into the data folder's cache (`python -m
+    core datasets --decode`) in a background task: its last stderr line is the
+    progress ('decoding images: 4,000 / 20,000 (20%)'), its --json output the
+    result. A folder outside the allowed roots fails here, before a process starts."""
+    data.folder_path(dataset)
+    return tasks.start(["datasets", "--decode", dataset, "--image-size", str(int(image_size)), "--json"])
+
+
 def start_search(cfg: RunConfig, strategy_names: list[str], trials: int, study: str, timeout_s: float | None = None,
                  workers: int = 1) -> tasks.Task:
     """A hyperparameter search (`python -m core tune`) over the form's settings, in a

@@ -1,20 +1,18 @@
 """What a dataset is once loaded (`DatasetSpec`, `RawData`, `Split`,
-`DataBundle`) and how one image becomes a uint8 tensor: decode, EXIF-rotate,
-centre-crop and resize; a batch resized at once."""
+`DataBundle`), many image files decoded at once (`core.train.decode` holds
+the decoding itself), and a batch resized at once."""
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core import limits
+from core.train.decode import decode_image, decode_many  # noqa: F401  (decode_image: re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -91,50 +89,12 @@ def resize_uint8(x: torch.Tensor, size: int, chunk: int = 2048) -> torch.Tensor:
     return out
 
 
-def decode_image(data: bytes | Path, size: int) -> np.ndarray:
-    """Decode one image to RGB, apply EXIF rotation, resize the short side to
-    `size` and centre-crop: (3, size, size) uint8. Raises on unreadable input."""
-    from PIL import Image, ImageOps
-
-    limit = limits.max_image_pixels()
-    # PIL's own guard warns at its limit and refuses at twice it; the check below
-    # refuses at the limit itself, with the image's size and the setting to change.
-    Image.MAX_IMAGE_PIXELS = None
-    src = io.BytesIO(data) if isinstance(data, bytes) else data
-    with Image.open(src) as im:
-        if im.width * im.height > limit:  # only the header is read so far: no memory spent
-            raise Image.DecompressionBombError(
-                f"{im.width}x{im.height} pixels, over {limits.MAX_IMAGE_PIXELS.describe()}")
-        im.load()
-        im = ImageOps.exif_transpose(im)
-        if im.mode in ("P", "PA", "LA", "RGBA") or "transparency" in im.info:
-            im = im.convert("RGBA")
-            bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-            im = Image.alpha_composite(bg, im)
-        if im.mode.startswith("I;16") or im.mode == "I":
-            arr = np.asarray(im, dtype=np.float64)
-            hi = arr.max() or 1.0
-            im = Image.fromarray((arr * (255.0 / hi)).astype(np.uint8))
-        im = im.convert("RGB")
-        # The centred square, resized in one step: a 1 x 100,000 strip never
-        # becomes a 64 x 6,400,000 intermediate.
-        w, h = im.size
-        side = min(w, h)
-        left, top = (w - side) / 2, (h - side) / 2
-        im = im.resize((size, size), Image.BILINEAR, box=(left, top, left + side, top + side), reducing_gap=3.0)
-        return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
-
-
 def _decode_all(items: list[tuple[str, Callable[[], bytes | Path], int]], size: int) -> tuple[torch.Tensor, torch.Tensor, int, list[str]]:
-    """Decode (name, reader, label) items; unreadable ones are skipped and counted."""
-    xs, ys, bad = [], [], []
-    for name, read, label in items:
-        try:
-            xs.append(decode_image(read(), size))
-            ys.append(label)
-        except Exception as e:  # PIL raises many types for broken files
-            bad.append(f"{name} ({type(e).__name__})")
+    """Decode (name, reader, label) items on every core; unreadable ones are
+    skipped, counted and named once."""
+    x, kept, bad = decode_many([(name, read) for name, read, _ in items], size)
     if bad:
-        log.warning("skipped %d unreadable image(s), e.g. %s", len(bad), bad[0])
-    x = torch.from_numpy(np.stack(xs)) if xs else torch.empty((0, 3, size, size), dtype=torch.uint8)
-    return x, torch.tensor(ys, dtype=torch.int64), len(bad), bad[:10]
+        log.warning("skipped %d unreadable image(s): %s%s", len(bad), ", ".join(bad[:10]),
+                    f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+    y = torch.tensor([items[i][2] for i in kept], dtype=torch.int64)
+    return torch.from_numpy(x), y, len(bad), bad[:10]

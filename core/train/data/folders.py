@@ -5,7 +5,9 @@ unlabelled images."""
 
 from __future__ import annotations
 
+import os
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
@@ -18,13 +20,15 @@ from core.train.data.base import (ARCHIVE_SUFFIXES, FOLDER_PREFIX, IMAGE_SUFFIXE
 
 
 class _FileRef:
-    """Reads one image file; `member` is its path inside the dataset folder."""
+    """Reads one image file; `member` is its path inside the dataset folder `root`."""
 
-    def __init__(self, path: Path, member: str):
-        self.path, self.member = path, member
+    __slots__ = ("root", "member")
+
+    def __init__(self, root: str, member: str):
+        self.root, self.member = root, member
 
     def __call__(self) -> Path:
-        return self.path
+        return Path(self.root, self.member)
 
 
 class _ZipRef:
@@ -43,28 +47,38 @@ def _folder_items(path: Path) -> tuple[dict[str, list[tuple[str, Callable[[], by
     skipped, examples = 0, []
     max_files = limits.max_files()
     if path.is_dir():
-        root = path.resolve()
-        seen = 0
+        seen, root = 0, str(path)
         for cdir in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
             if cdir.is_symlink():  # links are not followed: they could lead out of the allowed folders
                 skipped += 1
                 examples.append(f"{cdir.name}/ (a link to a folder: not followed)")
                 continue
             classes[cdir.name] = []
-            for f in sorted(cdir.rglob("*")):
-                if f.name.startswith(".") or not (f.is_file() or f.is_symlink()):
-                    continue
+            # os.scandir's entries know links and files without a stat each; a walk that never
+            # follows a link stays inside the class folder, so nothing needs resolving.
+            found: list[tuple[tuple[str, ...], bool]] = []
+            stack = [((), str(cdir))]
+            while stack:
+                rel, folder = stack.pop()
+                with os.scandir(folder) as entries:
+                    for e in entries:
+                        if e.is_dir(follow_symlinks=False):
+                            stack.append(((*rel, e.name), e.path))
+                        elif not e.name.startswith(".") and (e.is_symlink() or e.is_file(follow_symlinks=False)):
+                            found.append(((*rel, e.name), e.is_symlink()))
+            for parts, link in sorted(found):
                 seen += 1
                 if seen > max_files:
                     raise DataError(f"{path.name} holds more than {max_files:,} files, over "
                                     f"{limits.MAX_FILES.describe()}: use fewer images, or raise the limit.")
-                if f.suffix.lower() not in IMAGE_SUFFIXES:
+                name = parts[-1]
+                if os.path.splitext(name)[1].lower() not in IMAGE_SUFFIXES:
                     continue
-                if f.is_symlink() or root not in f.resolve().parents:
+                if link:
                     skipped += 1
-                    examples.append(f"{cdir.name}/{f.name} (a link: not followed)")
+                    examples.append(f"{cdir.name}/{name} (a link: not followed)")
                     continue
-                classes[cdir.name].append((f"{cdir.name}/{f.name}", _FileRef(f, str(f.relative_to(path)))))
+                classes[cdir.name].append((f"{cdir.name}/{name}", _FileRef(root, "/".join((cdir.name, *parts)))))
         return classes, skipped, examples
     try:
         zf = zipfile.ZipFile(path)
@@ -148,24 +162,46 @@ def regroup_splits(classes: dict[str, list]) -> tuple[dict[str, list], list[int]
     return ({c: [(n, r) for n, r, _ in grouped[c]] for c in names}, [t for c in names for _, _, t in grouped[c]])
 
 
-def _load_folder(path: Path, size: int) -> RawData:
+@dataclass
+class Listing:
+    """A folder's or ZIP's images by class, from the listing alone (nothing decoded)."""
+
+    classes: dict[str, list[tuple[str, Callable[[], bytes | Path]]]]  # class -> [(name, reader)]
+    split: list[int] | None  # each file's split (0 train, 1 val, 2 test) for a train/ val/ test/ layout
+    skipped: int  # links and unsafe entries left out
+    examples: list[str]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {c: len(files) for c, files in self.classes.items()}
+
+
+def list_folder(path: Path) -> Listing:
+    """The class folders of a folder or ZIP and the image files in each, by
+    listing only: cheap for tens of thousands of files."""
     if not path.exists():
         raise DataError(f"Folder or ZIP {path} does not exist. Give a folder with one subfolder per class, or a ZIP of them.")
     classes, skipped, examples = _folder_items(path)
     regrouped = regroup_splits(classes)
-    tags = [0] * sum(len(files) for files in classes.values())
     if regrouped is not None:
-        classes, tags = regrouped
+        return Listing(regrouped[0], regrouped[1], skipped, examples)
+    return Listing(classes, None, skipped, examples)
+
+
+def _load_folder(path: Path, size: int) -> RawData:
+    listing = list_folder(path)
+    classes = listing.classes
+    tags = listing.split or [0] * sum(len(files) for files in classes.values())
     # Each file's split rides on its label (label * 3 + split) through decoding, which drops unreadable files.
     items = [(n, read, label) for label, files in enumerate(classes.values()) for n, read in files]
     items = [(n, read, 3 * label + tag) for (n, read, label), tag in zip(items, tags)]
     x, coded, bad, bad_ex = _decode_all(items, size)
-    y, split = coded // 3, (coded % 3 if regrouped is not None else None)
+    y, split = coded // 3, (coded % 3 if listing.split is not None else None)
     names = list(classes)
     counts = torch.bincount(y, minlength=len(names)).tolist() if names else []
     check_classes(path, dict(zip(names, counts)), "readable image",
                   [f"{bad} unreadable file(s) skipped, e.g. {bad_ex[0]}"] if bad else [])
-    return RawData(x, y, names, None, skipped + bad, (examples + bad_ex)[:10], split=split)
+    return RawData(x, y, names, None, listing.skipped + bad, (bad_ex + listing.examples)[:10], split=split)
 
 
 def check_classes(path: Path, counts: dict[str, int], what: str = "image", notes: list[str] | None = None) -> None:

@@ -79,7 +79,7 @@ def availability(spec: DatasetSpec) -> str:
 
 
 # Bump when decoding changes what a cached tensor holds: old cache files then miss.
-DECODE_VERSION = 2  # 2: a train/ val/ test/ folder layout keeps its splits
+DECODE_VERSION = 3  # 2: a train/ val/ test/ folder layout keeps its splits; 3: JPEGs decoded at reduced scale (draft)
 _TV_FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "cifar-10-batches-py",
                "cifar100": "cifar-100-python", "flowers102": "flowers-102", "oxford_pets": "oxford-iiit-pet",
                "eurosat": "eurosat"}
@@ -127,7 +127,7 @@ def _raw_cached(name: str, size: int, stamp: tuple) -> RawData:
     else decoded and written there for the next run."""
     from core.train import cache
 
-    key = {"dataset": name, "size": size, "stamp": list(stamp), "decode": DECODE_VERSION}
+    key = {"dataset": name, "size": size, "stamp": list(stamp), "decode": DECODE_VERSION}  # _data_key's
     digest = cache.digest(key)
     hit = cache.load("data", key)
     if hit is not None:
@@ -143,8 +143,27 @@ def _raw_cached(name: str, size: int, stamp: tuple) -> RawData:
     return raw
 
 
+def canonical(name: str) -> str:
+    """The dataset's name as caches key it: `folder:` and the resolved path, so
+    ./photos, photos/ and /home/me/photos share one decoded copy."""
+    return f"{FOLDER_PREFIX}{folder_path(name)}" if name.startswith(FOLDER_PREFIX) else name
+
+
+def _data_key(name: str, size: int) -> dict:
+    return {"dataset": name, "size": size, "stamp": list(source_stamp(name)), "decode": DECODE_VERSION}
+
+
 def load_raw(name: str, size: int) -> RawData:
     """Decoded images, cached per (dataset, image size, files' stamp): in this
     process, and on disk in the data folder."""
     get(name)  # an unknown name is an error before any file is looked at
+    name = canonical(name)
     return _raw_cached(name, size, source_stamp(name))
+
+
+def decoded(name: str, size: int) -> bool:
+    """Whether the data folder holds this dataset decoded at `size` (the next load reads it, decoding nothing)."""
+    from core.train import cache
+
+    name = canonical(name)
+    return cache.path_for("data", _data_key(name, size)).exists()

@@ -14,8 +14,8 @@ import torch
 
 from core import limits
 from core.train.data.base import Split, decode_image
-from core.train.data.folders import _folder_items, check_classes, regroup_splits
-from core.train.data.registry import DECODE_VERSION, folder_path, source_stamp
+from core.train.data.folders import check_classes, list_folder
+from core.train.data.registry import DECODE_VERSION, canonical, folder_path, source_stamp
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,9 @@ def _default_in_memory_mb() -> float:
 # Decoded uint8 images (N x 3 x S x S bytes) up to this size are kept in memory
 # (and on the training device); a folder above it streams from its files.
 IN_MEMORY_MB = limits.Limit("decoded images kept in memory", "TLAB_IN_MEMORY_MB", _default_in_memory_mb(), "MB")
+
+
+_REPORTED: set[str] = set()  # unreadable files already named in this process's log
 
 
 class ImageFiles(torch.utils.data.Dataset):
@@ -68,7 +71,9 @@ class ImageFiles(torch.utils.data.Dataset):
         try:
             return torch.from_numpy(decode_image(self._read(self.names[i]), self.size)), True
         except Exception as e:  # PIL raises many types for broken files
-            log.warning("skipped unreadable image %s (%s)", self.names[i], type(e).__name__)
+            if self.names[i] not in _REPORTED:  # once by name, not once per epoch
+                _REPORTED.add(self.names[i])
+                log.warning("skipped unreadable image %s (%s)", self.names[i], type(e).__name__)
             return torch.zeros((3, self.size, self.size), dtype=torch.uint8), False
 
     def __getstate__(self):  # workers started by spawn open their own ZIP handle
@@ -81,10 +86,8 @@ def _stream_listing(name: str, size: int) -> ImageFiles | None:
     path = folder_path(name)
     if not path.exists():
         return None  # the decoded path says what is wrong
-    classes, skipped, examples = _folder_items(path)
-    regrouped = regroup_splits(classes)
-    if regrouped is not None:
-        classes = regrouped[0]
+    listing = list_folder(path)
+    classes, skipped, examples = listing.classes, listing.skipped, listing.examples
     n = sum(len(v) for v in classes.values())
     if n * 3 * size * size <= IN_MEMORY_MB.value() * 2**20:
         return None
@@ -94,10 +97,11 @@ def _stream_listing(name: str, size: int) -> ImageFiles | None:
     y = torch.tensor([label for label, cls in enumerate(classes.values()) for _ in cls], dtype=torch.int64)
     from core.train import cache
 
+    name = canonical(name)
     key = cache.digest({"dataset": name, "size": size, "stamp": list(source_stamp(name)), "decode": DECODE_VERSION})
     log.info("%s: %d images at %dpx pass %s: streaming them from the files", name, n, size, IN_MEMORY_MB.describe())
     files = ImageFiles(path, files, size, key, y, names, skipped, examples[:10])
-    files.split = torch.tensor(regrouped[1], dtype=torch.int64) if regrouped is not None else None
+    files.split = torch.tensor(listing.split, dtype=torch.int64) if listing.split is not None else None
     return files
 
 
