@@ -131,7 +131,7 @@ def photos_folder(root: Path, n: int, classes: int = 10, large_every: int = 2, c
                   processes: int = 1) -> Path:
     """A folder like a person's photos: `classes` class folders holding `n`
     JPEGs in all, every `large_every`-th 1024x768 and the others 256x256
-    (large_every=1: all large), plus `corrupt` broken files (named broken_*.jpg)."""
+    (large_every=1: all large), plus `corrupt` broken files (named Broken_*.jpg, listed first)."""
     for c in range(classes):
         (root / f"class_{c}").mkdir(parents=True, exist_ok=True)
     jobs = [(root / f"class_{i % classes}" / f"IMG_{i:05d}.jpg", i, i % classes,
@@ -147,6 +147,6 @@ def photos_folder(root: Path, n: int, classes: int = 10, large_every: int = 2, c
     for k in range(corrupt):
         good = jobs[k][0].read_bytes()
         # cut short, not an image at all, empty: what a failed copy or a stray file leaves
-        (root / f"class_{k % classes}" / f"broken_{k}.jpg").write_bytes(
+        (root / f"class_{k % classes}" / f"Broken_{k}.jpg").write_bytes(
             [good[: len(good) // 3], b"not a picture", b""][k % 3])
     return root

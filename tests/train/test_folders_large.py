@@ -1,0 +1,108 @@
+"""A person's folder of photos: the preview lists and samples it without
+decoding everything; the decode runs on every core at reduced scale, names
+each unreadable file once, shows progress, and is cached for every later run."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import photos_folder
+
+N = 300  # over decode.PARALLEL_FROM: the process pool decodes it
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    # 6 of them 1024x768 (the rest 256x256) and 3 broken files: about a second to make
+    return photos_folder(tmp_path_factory.mktemp("photos") / "holiday", N, large_every=50)
+
+
+def test_a_large_jpeg_decoded_at_reduced_scale_looks_like_the_full_decode():
+    from core.train import data
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    photo = Image.fromarray(small).resize((1024, 768), Image.BICUBIC)
+    buf = io.BytesIO()
+    photo.save(buf, format="JPEG", quality=90)
+    fast = data.decode_image(buf.getvalue(), 64).astype(int)
+    # the reference: the whole image decoded, its centred square resized
+    full = np.asarray(photo.crop((128, 0, 896, 768)).resize((64, 64), Image.BILINEAR)).transpose(2, 0, 1).astype(int)
+    assert fast.shape == (3, 64, 64)
+    assert np.abs(fast - full).mean() < 4  # of 255: the same picture
+
+
+def test_the_preview_counts_by_listing_and_decodes_only_its_samples(photos, monkeypatch):
+    from core.service import forms
+    from core.train import data
+
+    calls = []
+    real = data.decode_image
+    monkeypatch.setattr(data, "decode_image", lambda src, size: calls.append(src) or real(src, size))
+    view = forms.preview_folder(f"folder:{photos}", per_class=4)
+    assert view.images == N + 3 and len(view.class_names) == 10
+    assert view.counts == [31, 31, 31] + [30] * 7  # the broken files are files too, until decoded
+    assert [len(s) for s in view.samples] == [4] * 10 and view.samples[0][0].shape == (64, 64, 3)
+    assert len(calls) <= 10 * 4 + 3  # the samples (and a broken one met among them), not the folder
+    assert view.skipped == 3 and "Broken_0.jpg" in view.skipped_example
+
+
+def test_the_decode_uses_every_core_names_broken_files_once_and_is_cached(photos, fresh_raw_cache, caplog):
+    from core.service import forms
+    from core.train import data, decode
+
+    dataset = f"folder:{photos}"
+    assert forms.folder_state(dataset, 32).state == "todo"
+    seen = []
+    with decode.reporting(lambda done, total: seen.append((done, total))), caplog.at_level(logging.WARNING):
+        raw = data.load_raw(dataset, 32)
+    assert len(raw.y) == N and raw.x.shape == (N, 3, 32, 32)
+    assert raw.skipped == 3 and sorted(e.split(" ")[0] for e in raw.skipped_examples) == [
+        "class_0/Broken_0.jpg", "class_1/Broken_1.jpg", "class_2/Broken_2.jpg"]
+    warnings = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
+    assert len(warnings) == 1 and all(f"Broken_{k}.jpg" in warnings[0] for k in range(3))
+    assert seen[0] == (0, N + 3) and seen[-1] == (N + 3, N + 3) and len(seen) > 2  # progress as chunks finish
+    # the labels follow the files whatever order the processes finished in
+    assert raw.y.tolist() == sorted(raw.y.tolist())
+    # every later run (another process too) reads the one cached copy, however the folder is written
+    assert forms.folder_state(f"folder:{photos}/", 32).state == "decoded"
+    data._raw_cached.cache_clear()
+    again = data.load_raw(f"folder:{photos}/.", 32)
+    assert bool((again.x == raw.x).all()) and again.skipped == 3
+
+
+def test_parallel_and_single_process_decodes_agree(photos):
+    from core.train import data, decode
+
+    items = [(n, r) for files in data.list_folder(photos).classes.values() for n, r in files]
+    many, kept, bad = decode.decode_many(items, 24, processes=2)
+    one, kept1, bad1 = decode.decode_many(items[:40], 24, processes=1)
+    assert kept[:len(kept1)] == kept1 and (many[: len(one)] == one).all() and len(bad) == 3
+
+
+def test_a_folder_too_big_for_memory_still_streams(photos, monkeypatch):
+    from core.service import forms
+    from core.train import data
+
+    monkeypatch.setenv("TLAB_IN_MEMORY_MB", "1")
+    assert forms.folder_state(f"folder:{photos}", 64).state == "stream"
+    bundle = data.load(f"folder:{photos}", 64)
+    assert isinstance(bundle.train.x, data.ImageFiles)
+
+
+def test_cli_decode_prints_progress_then_the_result(photos, capsys, fresh_raw_cache):
+    from core.cli.main import main as cli_main
+
+    assert cli_main(["datasets", "--decode", f"folder:{photos}", "--image-size", "16", "--json"]) == 0
+    out = capsys.readouterr()
+    assert "decoding images: 303 / 303 (100%)" in out.err.splitlines()
+    result = json.loads(out.out)
+    assert result["state"] == "decoded now" and result["readable"] == N and result["skipped"] == 3
+    assert cli_main(["datasets", "--decode", f"folder:{photos}", "--image-size", "16"]) == 0
+    assert "already decoded" in capsys.readouterr().out
