@@ -10,7 +10,7 @@ names the limit and the variable, so a person knows what to raise.
 | compression ratio of an archive entry | TLAB_MAX_ZIP_RATIO | 200 |
 | files per dataset (archive or folder) | TLAB_MAX_FILES | 100,000 |
 | cache size (decoded data, features, teacher logits) | TLAB_CACHE_MB | a quarter of the caches plus the free disk |
-| folders `folder:PATH` may read | TLAB_FOLDER_ROOTS | the data folder only; list more, separated by `:` (`;` on Windows) |
+| folders `folder:PATH` may read | TLAB_FOLDER_ROOTS | the data folder, plus those `python -m core allow` recorded; list more, separated by `:` (`;` on Windows) |
 """
 
 from __future__ import annotations

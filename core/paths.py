@@ -2,7 +2,9 @@
 
 Everything the app writes goes inside it: `inside_home` checks a path before
 anything is written there, and run folders are built only from validated run
-ids. `folder:PATH` datasets are read only under `allowed_roots()`.
+ids. `folder:PATH` datasets are read only under `allowed_roots()`: the data
+folder, $TLAB_FOLDER_ROOTS, and the folders `python -m core allow` recorded in
+the data folder's settings.toml (only the CLI writes it, never the web page).
 """
 
 from __future__ import annotations
@@ -75,30 +77,77 @@ def inside_home(path: str | os.PathLike, what: str = "output") -> Path:
     return resolved
 
 
+SETTINGS_FILE = "settings.toml"  # in the data folder: what `python -m core allow` records
+
+
+def settings_path() -> Path:
+    return home() / SETTINGS_FILE
+
+
+def recorded_roots() -> list[Path]:
+    """The folders `python -m core allow` recorded in the data folder's
+    settings file, read afresh at each call (a root allowed while the app runs
+    counts at its next use). An unreadable file is a ConfigError naming it."""
+    import tomllib
+
+    f = settings_path()
+    try:
+        text = f.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise ConfigError(f"Can't read {f} ({e.strerror or e}): make it readable, or delete it and allow the folders again.") from None
+    try:
+        listed = tomllib.loads(text).get("folders", {}).get("allowed", [])
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{f} is not valid TOML ({e}): fix it, or delete it and run `python -m core allow PATH` again.") from None
+    return [Path(r) for r in listed if isinstance(r, str) and r.strip()]
+
+
+def write_recorded_roots(roots: list[Path]) -> Path:
+    """Record the allowed folders (the CLI's `allow`; the web page never calls this)."""
+    import json
+
+    lines = ["# Folders whose images `folder:PATH` datasets may read, besides the data folder.",
+             "# Change them with `python -m core allow PATH`, `--remove PATH`, `--list`.", "[folders]",
+             "allowed = [" + ", ".join(json.dumps(str(r)) for r in roots) + "]", ""]
+    return write_atomic(settings_path(), "\n".join(lines).encode(), ConfigError)
+
+
 def allowed_roots() -> list[Path]:
-    """Folders `folder:PATH` datasets may be read from: the data folder, plus
-    those listed in $TLAB_FOLDER_ROOTS; resolved, so links can't lead out."""
+    """Folders `folder:PATH` datasets may be read from: the data folder, those
+    listed in $TLAB_FOLDER_ROOTS, and those recorded by `python -m core allow`;
+    resolved, so links can't lead out."""
     roots = [home().expanduser().resolve()]
-    for raw in limits.folder_roots_setting():
+    for raw in [*limits.folder_roots_setting(), *map(str, recorded_roots())]:
         r = Path(raw.strip()).expanduser().resolve()
         if r not in roots:
             roots.append(r)
     return roots
 
 
+def allow_command(path: Path) -> str:
+    """The command that allows `path`'s folder (a ZIP's: the folder holding
+    it), for the data folder this process uses."""
+    import shlex
+
+    folder = path.parent if path.suffix.lower() == ".zip" else path
+    env = f"TLAB_HOME={shlex.quote(os.environ['TLAB_HOME'])} " if os.environ.get("TLAB_HOME") else ""
+    return f"{env}python -m core allow {shlex.quote(str(folder))}"
+
+
 def check_readable(path: str | os.PathLike) -> Path:
     """A dataset path resolved, if it lies under an allowed root; a ConfigError
-    naming the roots and the setting otherwise (checked before the path is
-    looked at, so the answer tells nothing about what exists outside them)."""
+    naming the roots and the command that allows it otherwise (checked before
+    the path is looked at, so the answer tells nothing about what exists outside them)."""
     p = Path(path).expanduser()
     resolved = (p if p.is_absolute() else Path.cwd() / p).resolve()
     roots = allowed_roots()
     if not any(_within(resolved, r) for r in roots):
-        sep = os.pathsep
         raise ConfigError(
             f"{p} is outside the folders this app may read images from ({', '.join(str(r) for r in roots)}). "
-            f"Copy it into {roots[0] / 'datasets'}, or add the folder that holds it to "
-            f"{limits.FOLDER_ROOTS_ENV} (several separated by '{sep}') and restart.")
+            f"To allow it, run `{allow_command(resolved)}` in a terminal on this machine (no restart needed), "
+            f"or copy it into {roots[0] / 'datasets'}.")
     return resolved
 
 

@@ -8,7 +8,7 @@ import logging
 import sys
 from typing import Sequence
 
-from core.cli import adapt, advise, catalog, distributed, experiments, insight, predict, runs, sharing, skipdemo, storage, train, tune
+from core.cli import adapt, advise, allow, catalog, distributed, experiments, insight, predict, runs, sharing, skipdemo, storage, train, tune
 from core.errors import TLabError
 
 log = logging.getLogger("core")
@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     advise,
     adapt,
     skipdemo,
+    allow,  # allow: the folders folder:PATH may read
 )
 
 

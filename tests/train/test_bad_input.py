@@ -184,7 +184,7 @@ def test_folder_outside_the_allowed_roots_is_refused_before_it_is_looked_at(tmp_
     for outside in ("/etc", str(tmp_path / "imgs"), "/no/such/place", f"{paths.home()}/../imgs"):
         with pytest.raises(ConfigError) as e:
             validate(RunConfig(dataset=f"folder:{outside}"))
-        assert "outside the folders this app may read" in str(e.value) and "TLAB_FOLDER_ROOTS" in str(e.value)
+        assert "outside the folders this app may read" in str(e.value) and "python -m core allow" in str(e.value)
         assert "does not exist" not in str(e.value)  # says nothing about what is out there
 
 

@@ -257,3 +257,22 @@ def test_live_page_says_when_curves_will_appear_for_a_run_not_yet_through_an_epo
     text = " ".join(m.value for m in at.markdown)
     assert "queued" in text
     assert "first epoch ends" in at.get("plotly_chart")[0].proto.spec
+
+
+def test_a_folder_outside_the_allowed_ones_names_the_command_and_counts_once_allowed(tmp_path, monkeypatch):
+    from core.cli.main import main as cli_main
+    from helpers import photos_folder
+
+    monkeypatch.delenv("TLAB_FOLDER_ROOTS")
+    photos = photos_folder(tmp_path / "photos", 40, classes=4, large_every=20, corrupt=0)
+    at = app()
+    at.selectbox(key="dataset").set_value("a folder on this machine").run()
+    at.text_input(key="folder_path").input(str(photos)).run()
+    refusal = " ".join(e.value for e in at.error).replace("\\", "")  # as shown: markdown escapes undone
+    assert f"python -m core allow {photos}" in refusal and at.button(key="launch").disabled
+    assert cli_main(["allow", str(photos)]) == 0  # in a terminal, while the app runs
+    at.run()
+    assert not at.error and any("40 images in 4 classes" in m.value for m in at.markdown)
+    assert [len(img.captions) for img in at.get("image")] == [8, 8, 8, 8]
+    assert any("Not decoded at 64 px yet" in c.value for c in at.caption)
+    assert at.button(key="folder_decode").label == "Decode the 40 images at 64 px now"
