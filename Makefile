@@ -86,6 +86,7 @@ bench: install $(VENV)/.bench
 	$(PY) bench/demo.py
 	$(PY) bench/ui.py
 	$(PY) bench/peers.py
+	$(PY) bench/folder.py
 
 # Known vulnerabilities in the installed packages (.venv's site-packages), from PyPI's
 # advisory data: needs the network; not part of `make test`. pip-audit exits 1 when it finds any.

@@ -128,22 +128,30 @@ def _photo(args: tuple) -> None:
 
 
 def photos_folder(root: Path, n: int, classes: int = 10, large_every: int = 2, corrupt: int = 3,
-                  processes: int = 1) -> Path:
+                  processes: int = 1, distinct: int | None = None) -> Path:
     """A folder like a person's photos: `classes` class folders holding `n`
     JPEGs in all, every `large_every`-th 1024x768 and the others 256x256
-    (large_every=1: all large), plus `corrupt` broken files (named Broken_*.jpg, listed first)."""
+    (large_every=1: all large), plus `corrupt` broken files (named Broken_*.jpg, listed first).
+    With `distinct`, only that many pictures are drawn and the other files are
+    copies of them (each still decoded on its own): quick to make by the thousand."""
     for c in range(classes):
         (root / f"class_{c}").mkdir(parents=True, exist_ok=True)
     jobs = [(root / f"class_{i % classes}" / f"IMG_{i:05d}.jpg", i, i % classes,
              (1024, 768) if i % large_every == 0 else (256, 256)) for i in range(n)]
+    drawn = jobs[: distinct or n]
     if processes > 1:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(processes) as pool:
-            list(pool.map(_photo, jobs, chunksize=64))
+            list(pool.map(_photo, drawn, chunksize=16))
     else:
-        for job in jobs:
+        for job in drawn:
             _photo(job)
+    for i, job in enumerate(jobs[len(drawn):], len(drawn)):
+        source = drawn[i % len(drawn)]
+        if source[3] != job[3]:  # the same size as the file it stands for
+            source = next((d for d in drawn if d[3] == job[3]), source)
+        job[0].write_bytes(source[0].read_bytes())
     for k in range(corrupt):
         good = jobs[k][0].read_bytes()
         # cut short, not an image at all, empty: what a failed copy or a stray file leaves
