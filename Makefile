@@ -52,7 +52,8 @@ install-postgres:
 run: install
 	$(PY) -m streamlit run app.py
 
-# One pytest-xdist worker per core; the browser tests stay together in one worker (their xdist_group).
+# One pytest-xdist worker per core; the browser tests run in two groups, each in one worker with its own app
+# server (tests/e2e/conftest.py GROUPS).
 PYTEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadgroup
 

@@ -158,3 +158,36 @@ def photos_folder(root: Path, n: int, classes: int = 10, large_every: int = 2, c
         (root / f"class_{k % classes}" / f"Broken_{k}.jpg").write_bytes(
             [good[: len(good) // 3], b"not a picture", b""][k % 3])
     return root
+
+
+def recorded_study(name: str) -> dict:
+    """A study of four trials in the data folder's journal (one pruned after its first epoch),
+    each trial a run of the store's group tune-NAME with its epochs, as a search leaves them, in the
+    data folder $TLAB_HOME names (no training: for tests whose claim is how a study is shown)."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from core.runs import tune
+    from core.runs.store import Store
+    from core.train.config import RunConfig
+
+    tiny = dict(backbone="small_cnn", dataset="digits", image_size=16, labels_per_class=10, device="cpu", epochs=3)
+
+    study = optuna.create_study(study_name=name, storage=tune._storage(name, None), direction="maximize")
+    s = Store()
+    runs = {}
+    for n, (lr, curve, status) in enumerate([(0.001, [0.5, 0.7, 0.8], "finished"), (0.01, [0.6, 0.85, 0.9], "finished"),
+                                            (0.0001, [0.1], "pruned"), (0.003, [0.55, 0.75, 0.82], "finished")]):
+        cfg = RunConfig(**{**tiny, "strategy": "scratch", "lr": lr, "name": f"trial {n} · scratch"})
+        run_id = s.add_run(cfg.to_json(), cfg.name, tune.group_id(name), status, kind=tune.KIND)
+        for e, v in enumerate(curve, 1):
+            s.conn.execute("INSERT INTO epoch_metrics (run_id, epoch, val_accuracy, train_loss, seconds, t) "
+                           "VALUES (?,?,?,?,?,?)", (run_id, e, v, 1.0 / e, 1.0, float(e)))
+        s.set_status(run_id, status, best_val_accuracy=max(curve), epochs_done=len(curve))
+        study.add_trial(optuna.trial.create_trial(
+            params={"lr": lr}, distributions={"lr": FloatDistribution(1e-5, 1e-1, log=True)},
+            value=None if status == "pruned" else max(curve),
+            state=optuna.trial.TrialState.PRUNED if status == "pruned" else optuna.trial.TrialState.COMPLETE,
+            intermediate_values=dict(enumerate(curve, 1)), user_attrs={"run_id": run_id}))
+        runs[n] = run_id
+    return runs

@@ -42,6 +42,7 @@ NONET = ROOT / "tests" / "nonet"
 CHROMIUM = os.environ.get("TLAB_E2E_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(os.environ.get("TLAB_E2E_SCREENSHOTS") or Path(__file__).resolve().parent / "screenshots")
 STARTUP_TIMEOUT_S = 60
+FIRST_RUN_TIMEOUT_S = 180  # a fresh server's first script run, which imports the engine (see warm_up)
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -56,16 +57,26 @@ def pytest_configure(config):
 HERE = Path(__file__).resolve().parent
 
 
+# Two groups of browser tests, each run by one pytest-xdist worker with its own app server and browser
+# (the app_server fixture is per worker), of about the same length (ci8's durations, 2 cores: 7-8 min
+# each). The load test starts its own two servers; its group's shared server sits idle meanwhile.
+GROUPS = {
+    "test_browser.py": "e2e-a", "test_browser_inspect.py": "e2e-a", "test_browser_search.py": "e2e-a",
+    "test_browser_storage.py": "e2e-a", "test_browser_recipe.py": "e2e-a", "test_browser_timm.py": "e2e-a",
+    "test_browser_load.py": "e2e-b", "test_browser_lessons.py": "e2e-b", "test_browser_tools.py": "e2e-b",
+}
+
+
 def pytest_collection_modifyitems(config, items):
-    """Every browser test is e2e and slow. Under pytest-xdist the tests on the package's app server run
-    in one worker (one group), so that server and its browser start once; a test that starts its own
-    servers (the load test) may run in the other worker meanwhile."""
+    """Every browser test is e2e and slow, and in one of two xdist groups (GROUPS; a new file goes to
+    e2e-a unless named there): the tests of a group run in one worker, one after another, on that
+    worker's app server, so that server and its browser start once per group."""
     for item in items:
-        if HERE in Path(str(item.path)).resolve().parents:
+        path = Path(str(item.path)).resolve()
+        if HERE in path.parents:
             item.add_marker(pytest.mark.e2e)
             item.add_marker(pytest.mark.slow)
-            if "app_server" in getattr(item, "fixturenames", ()):
-                item.add_marker(pytest.mark.xdist_group("app_server"))
+            item.add_marker(pytest.mark.xdist_group(GROUPS.get(path.name, "e2e-a")))
 
 
 _used = False  # the screenshots fixture ran in this session (not just a collection)
@@ -230,12 +241,28 @@ def stop_app(server: AppServer, workers: bool = True) -> None:
         _stop_pids(leftover)
 
 
+def warm_up(server: AppServer, browser) -> float:
+    """Seconds until the server's first script run has ended: the first session of a fresh server imports
+    the engine (torch, torchvision, timm: 5-6 s on idle cores, well over a minute on a loaded 2-core
+    machine); later sessions reuse those imports. Part of starting the shared server, not of a test."""
+    t0 = time.monotonic()
+    context = new_context(browser)
+    try:
+        pg = context.new_page()
+        pg.goto(server.url)
+        _settle(pg, 0, FIRST_RUN_TIMEOUT_S * 1000)
+    finally:
+        context.close()
+    return time.monotonic() - t0
+
+
 @pytest.fixture(scope="package")
-def app_server(screenshots) -> AppServer:
+def app_server(screenshots, browser) -> AppServer:
     tmp = Path(tempfile.mkdtemp(prefix="tlab-e2e-"))
     server = start_app(tmp / "tlab", tmp / "server.log")
     try:
-        print(f"[e2e] app up at {server.url} in {wait_healthy(server):.1f}s (TLAB_HOME={server.home})", flush=True)
+        print(f"[e2e] app up at {server.url} in {wait_healthy(server):.1f}s (TLAB_HOME={server.home}); "
+              f"first run in {warm_up(server, browser):.1f}s", flush=True)
         yield server
     finally:
         stop_app(server)

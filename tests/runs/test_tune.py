@@ -18,7 +18,7 @@ from core.errors import ConfigError
 from core.runs import schema, tune, tune_space
 from core.runs.store import Store
 from core.train.config import RunConfig
-from helpers import ROOT, wait_for
+from helpers import ROOT, recorded_study, wait_for
 
 TINY = dict(backbone="small_cnn", dataset="digits", image_size=16, labels_per_class=10, device="cpu", epochs=3)
 
@@ -144,31 +144,6 @@ def test_a_tuner_killed_mid_study_is_continued_by_the_same_command(isolated_home
     assert len(store.query("SELECT id FROM runs WHERE group_id = ?", (tune.group_id("killed"),))) == 3
 
 
-def _recorded_study(name: str) -> dict:
-    """A study of four trials in the data folder's journal (one pruned after its first epoch),
-    each trial a run of the store's group tune-NAME with its epochs, as a search leaves them."""
-    from optuna.distributions import FloatDistribution
-
-    study = optuna.create_study(study_name=name, storage=tune._storage(name, None), direction="maximize")
-    s = Store()
-    runs = {}
-    for n, (lr, curve, status) in enumerate([(0.001, [0.5, 0.7, 0.8], "finished"), (0.01, [0.6, 0.85, 0.9], "finished"),
-                                            (0.0001, [0.1], "pruned"), (0.003, [0.55, 0.75, 0.82], "finished")]):
-        cfg = RunConfig(**{**TINY, "strategy": "scratch", "lr": lr, "name": f"trial {n} · scratch"})
-        run_id = s.add_run(cfg.to_json(), cfg.name, tune.group_id(name), status, kind=tune.KIND)
-        for e, v in enumerate(curve, 1):
-            s.conn.execute("INSERT INTO epoch_metrics (run_id, epoch, val_accuracy, train_loss, seconds, t) "
-                           "VALUES (?,?,?,?,?,?)", (run_id, e, v, 1.0 / e, 1.0, float(e)))
-        s.set_status(run_id, status, best_val_accuracy=max(curve), epochs_done=len(curve))
-        study.add_trial(optuna.trial.create_trial(
-            params={"lr": lr}, distributions={"lr": FloatDistribution(1e-5, 1e-1, log=True)},
-            value=None if status == "pruned" else max(curve),
-            state=optuna.trial.TrialState.PRUNED if status == "pruned" else optuna.trial.TrialState.COMPLETE,
-            intermediate_values=dict(enumerate(curve, 1)), user_attrs={"run_id": run_id}))
-        runs[n] = run_id
-    return runs
-
-
 def test_compare_draws_the_study_and_offers_the_best_trial_at_full_budget(monkeypatch):
     from streamlit.testing.v1 import AppTest
 
@@ -176,7 +151,7 @@ def test_compare_draws_the_study_and_offers_the_best_trial_at_full_budget(monkey
 
     monkeypatch.setattr(jobs, "ensure_workers", lambda store=None: [])  # queued is the claim; no worker trains it here
 
-    runs = _recorded_study("drawn")
+    runs = recorded_study("drawn")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.switch_page("views/compare.py").run()
     assert not at.exception, at.exception
