@@ -14,8 +14,11 @@ folder (never the run store's SQLite file: Optuna's FAQ warns against SQLite
 for parallel trials), or any Optuna storage URL (`postgresql://...`) that
 several machines share. `trials` is the study's total, counted in the
 storage: killing the tuner loses nothing, and the same command, here or on
-another machine, continues the study until it has that many trials. The
-engine knows nothing of any of this.
+another machine, continues the study until it has that many trials. On a
+shared database each tuner beats Optuna's heartbeat for its trials; a trial
+whose tuner stopped beating (a machine that died) is failed after the grace
+period by whichever tuner looks next, so it no longer counts. The engine
+knows nothing of any of this.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import logging
 import os
 import re
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +43,7 @@ log = logging.getLogger(__name__)
 KIND = "tune"
 PRUNERS = ("median", "hyperband", "none")
 POLL_SECONDS = 0.5
+HEARTBEAT_ENV = "TLAB_TUNE_HEARTBEAT_S"  # seconds between heartbeats on a shared database (default 60)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -67,6 +72,7 @@ def _storage(study: str, url: str | None):
         return JournalStorage(JournalFileBackend(str(path)))
     if url.endswith((".sqlite", ".db")) and Path(url).resolve() == (paths.home() / "tlab.sqlite").resolve():
         raise ConfigError("The search can't live in the run store's own file: give another --storage.")
+    heartbeat_s()  # a bad setting is its own message, not "can't open"
     try:
         return _rdb(url)
     except ImportError as e:
@@ -75,20 +81,36 @@ def _storage(study: str, url: str | None):
         raise ConfigError(f"--storage {url}: can't open it ({' '.join(str(e).split())[:200]}).") from None
 
 
+def heartbeat_s() -> int:
+    """Seconds between a tuner's heartbeats on a shared database; a trial is stale after three missed."""
+    raw = os.environ.get(HEARTBEAT_ENV, "").strip() or "60"
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{HEARTBEAT_ENV}={raw!r}: give a whole number of seconds, at least 1 (default 60), or unset it.")
+    return int(raw)
+
+
 def _rdb(url: str):
-    """Optuna's RDB storage. On an empty database, tuners started together (a job array)
-    all create Optuna's tables at once, and all but one fail ("... already exists"):
+    """Optuna's RDB storage, with heartbeats. On an empty database, tuners started together
+    (a job array) all create Optuna's tables at once, and all but one fail ("... already exists"):
     once the first has made them, opening again finds them made."""
     import optuna
 
+    # Heartbeats are "experimental" in Optuna and "supposed to be used with Study.optimize": the tuner's
+    # ask/tell loop beats and checks them itself (Tuner._beat), as Study.optimize does.
+    warnings.filterwarnings("ignore", message=r"(Argument ``heartbeat_interval``|Heartbeat of storage|optuna.storages._heartbeat.fail_stale_trials)")
     for attempt in range(5):
         try:
-            return optuna.storages.get_storage(url)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_s(), grace_period=3 * heartbeat_s())
         except Exception as e:
             if "already exists" not in str(e) or attempt == 4:
                 raise
             log.info("storage %s: another tuner is creating its tables; opening again", url)
             time.sleep(0.5 * (attempt + 1))
+
+
+def _beats(storage) -> bool:
+    """The storage keeps Optuna's heartbeats (a database opened by `_rdb`; not a journal file)."""
+    return getattr(storage, "get_heartbeat_interval", lambda: None)() is not None
 
 
 def _pruner(name: str, epochs: int):
@@ -127,6 +149,7 @@ class Tuner:
     store: Store = field(default_factory=Store)
     flights: dict[str, _Flight] = field(default_factory=dict)
     _study: object = field(default=None, init=False, repr=False)
+    _beaten: float = field(default=float("-inf"), init=False, repr=False)
 
     def __post_init__(self):
         check_name(self.study_name)
@@ -169,6 +192,7 @@ class Tuner:
         self._adopt(study)
         failures = 0
         while True:
+            self._beat(study)
             self._watch(study)
             timed_out = self.timeout is not None and time.monotonic() - t0 > self.timeout
             if len(self.flights) < self.workers and not timed_out and self.counted(study) < self.trials:
@@ -198,6 +222,22 @@ class Tuner:
             reported = max(t.intermediate_values, default=0)
             self.flights[run_id] = _Flight(Trial(study, t._trial_id), reported=reported)
 
+    def _beat(self, study, force: bool = False) -> None:
+        """On a storage with heartbeats (a database): beat for the trials this tuner watches, and fail
+        the trials whose tuner has stopped beating (Optuna's own check), at most once an interval."""
+        import optuna
+
+        storage = study._storage
+        if not _beats(storage):
+            return
+        now = time.monotonic()
+        if not force and now - self._beaten < heartbeat_s():
+            return
+        self._beaten = now
+        for f in self.flights.values():
+            storage.record_heartbeat(f.trial._trial_id)
+        optuna.storages.fail_stale_trials(study)
+
     def _start(self, study) -> bool:
         """Ask for a trial and queue its run. False if its settings are refused (the trial fails)."""
         from optuna.trial import TrialState
@@ -224,6 +264,8 @@ class Tuner:
             return False
         run_id = jobs.launch(cfg, self.store, group_id=group_id(self.study_name), side_by_side=True, kind=KIND)
         trial.set_user_attr("run_id", run_id)
+        if _beats(study._storage):
+            study._storage.record_heartbeat(trial._trial_id)  # beating from the start: never stale while queued
         shown = ", ".join(f"{k}={_short(v)}" for k, v in {"strategy": strategy, **params}.items())
         self.store.log(run_id, f"trial {trial.number} of study {self.study_name}: {shown}")
         self.flights[run_id] = _Flight(trial)

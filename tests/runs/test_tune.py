@@ -144,6 +144,30 @@ def test_a_tuner_killed_mid_study_is_continued_by_the_same_command(isolated_home
     assert len(store.query("SELECT id FROM runs WHERE group_id = ?", (tune.group_id("killed"),))) == 3
 
 
+def test_a_trial_whose_tuner_stopped_beating_is_failed_and_no_longer_counts(tmp_path, monkeypatch):
+    """On a shared database (SQLite here, PostgreSQL in the slow tier) a machine that died mid-trial
+    leaves a RUNNING trial that would count forever: after three missed heartbeats the next tuner
+    fails it, while its own trials, beating, stay."""
+    from optuna.trial import TrialState
+
+    monkeypatch.setenv(tune.HEARTBEAT_ENV, "1")
+    tuner = tune.Tuner(RunConfig(**TINY), ["scratch"], 2, "beats", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    study = tuner.open()
+    dead = study.ask()  # another machine's tuner: it beat once, then its machine went away
+    dead.set_user_attr("home", "/another/machine")
+    study._storage.record_heartbeat(dead._trial_id)
+    live = study.ask()  # this tuner's own, under way
+    tuner.flights["run"] = tune._Flight(live)
+    assert tuner.counted(study) == 2
+    wait_for(lambda: tuner._beat(study, force=True) or tuner.counted(study) == 1, timeout=30, every=0.5)
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states == {dead.number: TrialState.FAIL, live.number: TrialState.RUNNING}
+
+    monkeypatch.setenv(tune.HEARTBEAT_ENV, "soon")
+    with pytest.raises(ConfigError, match="TLAB_TUNE_HEARTBEAT_S='soon'"):
+        tune.Tuner(RunConfig(**TINY), ["scratch"], 2, "beats", storage=f"sqlite:///{tmp_path / 'study.db'}").open()
+
+
 def test_compare_draws_the_study_and_offers_the_best_trial_at_full_budget(monkeypatch):
     from streamlit.testing.v1 import AppTest
 
