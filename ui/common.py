@@ -10,7 +10,9 @@ import streamlit as st
 
 from core import paths
 from core.runs import integrity
+from core.runs.schema import TERMINAL
 from core.runs.store import Store, StoreError
+from ui.charts.base import records
 
 
 @st.cache_resource(show_spinner=False)
@@ -34,6 +36,26 @@ def store() -> Store:
         if not s.damage:
             raise
     return s
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _ended_steps(path: str, ended: tuple[tuple[str, str, float | None], ...], max_points: int) -> pd.DataFrame:
+    frames = [f for f in (_store(path).metrics([run_id], "step", max_points=max_points) for run_id, _, _ in ended) if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def step_series(s: Store, rows: dict[str, dict], max_points: int) -> pd.DataFrame:
+    """The step metrics of the runs in `rows` (id -> `Store.run` row), about
+    `max_points` per run, as `Store.metrics(ids, "step", max_points=...)`
+    gives them. An ended run's series can't change until it is resumed, which
+    changes its status and end time: the ended runs' series are read once per
+    (run, status, end) set and kept; only the runs still going are read again
+    (the Live page redraws every selected run each refresh)."""
+    ended = tuple((i, r["status"], r.get("ended")) for i, r in rows.items() if r["status"] in TERMINAL)
+    active = [i for i, r in rows.items() if r["status"] not in TERMINAL]
+    frames = [f for f in (_ended_steps(str(s.path), ended, max_points) if ended else pd.DataFrame(),
+                          s.metrics(active, "step", max_points=max_points) if active else pd.DataFrame()) if len(f)]
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0] if frames else pd.DataFrame()
 
 
 # Inline markdown, HTML, LaTeX ($), Streamlit's :color[...] and :emoji: (:).
@@ -89,7 +111,7 @@ def latest_group(runs: pd.DataFrame) -> list[str]:
 
 def pick_runs(runs: pd.DataFrame, key: str, default: list[str], help: str = "") -> list[str]:
     """A multiselect of runs, newest first, labelled for people."""
-    labels = {r["id"]: f"{label(r)} — {r['status']}" for _, r in runs.iloc[::-1].iterrows()}
+    labels = {r["id"]: f"{label(r)} — {r['status']}" for r in records(runs.iloc[::-1])}
     if key in st.session_state:  # drop ids deleted since
         st.session_state[key] = [i for i in st.session_state[key] if i in labels]
     return st.multiselect("Runs", list(labels), default=[d for d in default if d in labels] if key not in st.session_state else None,

@@ -11,12 +11,12 @@ from core.errors import TLabError
 from core.runs import jobs
 from core.train import strategies
 from ui import charts
-from ui.common import config_of, label, latest_group, pick_runs, plain, scored_with, store
+from ui.common import config_of, label, latest_group, pick_runs, plain, scored_with, step_series, store
 from ui.sharing import download_pack, upload_pack
 
 ACTIVE = ("queued", "running")
 # Long runs log tens of thousands of steps: each refresh reads at most about this
-# many per run, averaged in SQLite (the charts draw no more points anyway).
+# many evenly spaced ones per run (the charts draw no more points anyway).
 STEP_POINTS = 500
 REFRESH_SECONDS = 2.0  # live enough; each refresh redraws six charts, which on 2 cores competes with training
 
@@ -36,7 +36,7 @@ selected = pick_runs(runs, "live_pick", latest_group(runs), help="The latest gro
 if not selected:
     st.warning("Pick at least one run to watch.")
     st.stop()
-by_id = {r["id"]: r for r in runs.to_dict("records")}
+by_id = {r["id"]: r for r in charts.records(runs)}
 anything_active = bool(runs[runs["id"].isin(selected)]["status"].isin(ACTIVE).any())
 download_pack(selected, {i for i, r in by_id.items() if r["status"] not in ACTIVE}, "live_pack_download")
 map_run = st.selectbox("Layer map of", selected, format_func=lambda i: label(by_id[i]), key="live_map_run")
@@ -46,14 +46,14 @@ def _progress(row: dict, steps) -> tuple[float, str]:
     cfg = config_of(row)
     spe = row.get("steps_per_epoch") or 0
     total = spe * cfg["epochs"]
-    done = int(steps["step"].max()) if len(steps) else 0
+    done = int(steps["step"].to_numpy().max()) if len(steps) else 0
     world = row.get("world_size") or 1
     over = f" over {world} processes" if world > 1 else ""
     if row["status"] == "finished":
         return 1.0, f"done: {row.get('epochs_done') or cfg['epochs']} of {cfg['epochs']} epoch(s){over}"
     if not total:
         return 0.0, "waiting to start" if row["status"] == "queued" else "loading data and model…"
-    ips = float(steps["images_per_second"].tail(20).mean()) if len(steps) else 0.0
+    ips = float(steps["images_per_second"].to_numpy()[-20:].mean()) if len(steps) else 0.0
     rate = ips / max(1, cfg["batch_size"])  # steps per second
     eta = (total - done) / rate if rate > 0 else float("nan")
     text = (f"epoch {min(cfg['epochs'], done // spe + 1)}/{cfg['epochs']} · step {done}/{total} · "
@@ -87,14 +87,14 @@ def live_view() -> None:
     rows = {i: s.run(i) for i in selected}
     df = runs[runs["id"].isin(selected)].copy()
     df["status"] = df["id"].map(lambda i: rows[i]["status"])
-    steps = s.metrics(selected, "step", max_points=STEP_POINTS)
+    steps = step_series(s, rows, STEP_POINTS)
     epochs = s.metrics(selected)
 
+    per_run = dict(tuple(steps.groupby("run_id", sort=False))) if len(steps) else {}
     with st.container(key="live_status"):
         for run_id in selected:
             row = rows[run_id]
-            run_steps = steps[steps["run_id"] == run_id] if len(steps) else steps
-            frac, text = _progress(row, run_steps)
+            frac, text = _progress(row, per_run.get(run_id, steps.iloc[:0]))
             c1, c2, c3 = st.columns([5, 4, 1])
             icon = {"queued": "⏳", "running": "🏃", "finished": "✅", "failed": "❌", "cancelled": "⏹️", "interrupted": "⚠️", "pruned": "✂️"}
             c1.markdown(f"{icon.get(row['status'], '')} **{plain(label(row))}** — {row['status']}"

@@ -14,6 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from core.train import strategies
+from ui.charts.spec import Spec, SpecFigure, merge
 
 # --- colours --------------------------------------------------------------------
 
@@ -36,23 +37,16 @@ HEIGHT = 340
 # "plotly_white" makes plotly deep-copy and re-validate the whole template for
 # every figure (about 10 ms each: a sixth of a Live refresh with 20 runs).
 _TEMPLATE = go.layout.Template(go.Figure(layout={"template": "plotly_white"}).layout.template)
+_TEMPLATE_JSON = _TEMPLATE.to_plotly_json()  # what a figure sends; shared by every Spec figure, never changed
 
 
-def _fast_scatter(**props) -> go.Scatter:
-    """A `go.Scatter` from the builders' own, known-good properties, without
-    plotly's per-property validation: the multi-run charts draw a hundred
-    traces per refresh, and checking each costs more than drawing it. The
-    JSON sent to the browser is the same (tests/ui/test_charts.py checks it)."""
-    arrays = {k: v.to_numpy() for k, v in props.items() if isinstance(v, (pd.Series, pd.Index))}
-    return go.Scatter(**{**props, **arrays}, _validate=False)
-
-
-def _unchecked(fig: go.Figure) -> go.Figure:
-    """`fig`, set to take traces without validating them again (add_trace
-    re-checks every property of every trace by default)."""
-    fig._validate = False
-    return fig
 NO_DATA = "No data yet"
+
+
+def records(df: pd.DataFrame) -> list[dict]:
+    """`df.to_dict("records")`, column by column (pandas builds it row by row, several times slower)."""
+    cols = list(df.columns)
+    return [dict(zip(cols, values)) for values in zip(*(df[c].tolist() for c in cols))]
 
 
 def strategy_color(strategy: str | None) -> str:
@@ -126,7 +120,7 @@ def _run_styles(runs: pd.DataFrame | None, run_ids: Iterable[str] = ()) -> dict[
     rows: list[tuple[str, str, str | None]] = []
     seen: set[str] = set()
     if runs is not None and not runs.empty and "id" in runs:
-        for _, r in runs.iterrows():
+        for r in records(runs[[c for c in ("id", "name", "strategy", "backbone", "config") if c in runs]]):
             rid = str(r["id"])
             if rid not in seen:
                 seen.add(rid)
@@ -177,12 +171,12 @@ def _legend_rows(legend_labels: list[str]) -> int:
     return max(1, math.ceil(width / 620))
 
 
-def _style(fig: go.Figure, title: str | None = None, subtitle: str | None = None, height: int = HEIGHT,
-           legend_labels: list[str] | None = None, panel_titles: bool = False) -> go.Figure:
-    """The house style: plotly_white, compact, title and subtitle at the top
-    left, then the legend in a row (or a few) of its own, then the plot. The
-    legend is placed in pixels below the title, so it never covers the title
-    nor the panels' own titles."""
+def _house_layout(title: str | None = None, subtitle: str | None = None, height: int = HEIGHT,
+                  legend_labels: list[str] | None = None, panel_titles: bool = False) -> dict:
+    """The house style's layout properties (template apart): compact, title
+    and subtitle at the top left, then the legend in a row (or a few) of its
+    own, then the plot. The legend is placed in pixels below the title, so it
+    never covers the title nor the panels' own titles."""
     legend_labels = legend_labels or []
     pad = 6
     title_px = (26 if title else 0) + (18 if subtitle else 0)
@@ -192,31 +186,44 @@ def _style(fig: go.Figure, title: str | None = None, subtitle: str | None = None
                           "yref": "container", "font": {"size": 15}}
     if subtitle:
         title_layout["subtitle"] = {"text": subtitle, "font": {"size": 12, "color": "#555"}}
+    return {
+        "height": height,
+        "title": title_layout,
+        "margin": {"l": 8, "r": 8, "t": top, "b": 8},
+        "showlegend": bool(legend_labels),
+        "legend": {"orientation": "h", "yref": "container", "y": 1 - (pad + title_px + 2) / height, "yanchor": "top",
+                   "xanchor": "left", "x": 0, "font": {"size": 11}, "title": {"text": ""}},
+        "font": {"size": 12},
+        "hoverlabel": {"namelength": -1},
+    }
+
+
+def _style(fig: go.Figure, title: str | None = None, subtitle: str | None = None, height: int = HEIGHT,
+           legend_labels: list[str] | None = None, panel_titles: bool = False) -> go.Figure:
+    """The house style (plotly_white and `_house_layout`) on a figure."""
     validate = fig.layout._validate
     fig.layout._validate = False  # a shared, already valid template: no copy, no re-check
     fig.layout.template = _TEMPLATE
     fig.layout._validate = validate
-    fig.update_layout(
-        height=height,
-        title=title_layout,
-        margin={"l": 8, "r": 8, "t": top, "b": 8},
-        showlegend=bool(legend_labels),
-        legend={"orientation": "h", "yref": "container", "y": 1 - (pad + title_px + 2) / height, "yanchor": "top",
-                "xanchor": "left", "x": 0, "font": {"size": 11}, "title": {"text": ""}},
-        font={"size": 12},
-        hoverlabel={"namelength": -1},
-    )
+    fig.update_layout(**_house_layout(title, subtitle, height, legend_labels, panel_titles))
     return fig
+
+
+def _styled(spec: Spec, title: str | None = None, subtitle: str | None = None, height: int = HEIGHT,
+            legend_labels: list[str] | None = None, panel_titles: bool = False) -> SpecFigure:
+    """The house style on a `Spec`, as the figure to draw."""
+    merge(spec.layout, _house_layout(title, subtitle, height, legend_labels, panel_titles))
+    spec.layout["template"] = _TEMPLATE_JSON
+    return spec.figure()
 
 
 def empty_figure(message: str = NO_DATA, title: str | None = None, height: int = HEIGHT) -> go.Figure:
     """A blank figure that says why it is blank."""
-    fig = go.Figure()
-    fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
-                       font={"size": 14, "color": "#777"})
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    return _style(fig, title, height=height)
+    spec = Spec()
+    spec.layout.update(annotations=[{"text": message, "x": 0.5, "y": 0.5, "xref": "paper", "yref": "paper",
+                                     "showarrow": False, "font": {"size": 14, "color": "#777"}}],
+                       xaxis={"visible": False}, yaxis={"visible": False})
+    return _styled(spec, title, height=height)
 
 
 def _is_empty(df: Any, *columns: str) -> bool:

@@ -9,11 +9,9 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
-from ui.charts.base import (
-    NO_DATA, _EXTRA_COLORS, _RunStyle, _fast_scatter, _is_empty, _run_styles, _style, _unchecked, empty_figure
-)
+from ui.charts.base import NO_DATA, _EXTRA_COLORS, _RunStyle, _is_empty, _run_styles, _style, _styled, empty_figure
+from ui.charts.spec import Spec
 
 # --- runs over epochs -----------------------------------------------------------------
 
@@ -28,10 +26,45 @@ def _metric_title(metric: str) -> str:
     return _METRIC_TITLES.get(metric, metric.replace("_", " "))
 
 
-def _sorted_runs(metrics: pd.DataFrame, runs: pd.DataFrame | None, order_col: str) -> tuple[dict[str, _RunStyle], list[tuple[str, pd.DataFrame]]]:
-    styles = _run_styles(runs, metrics["run_id"].astype(str).unique())
-    grouped = {str(k): g.sort_values(order_col, kind="stable") for k, g in metrics.groupby(metrics["run_id"].astype(str), sort=False)}
-    return styles, [(rid, grouped[rid]) for rid in styles if rid in grouped]
+class _Rows:
+    """One run's rows of a metrics frame, column by column as numpy arrays
+    (what the chart builders read: `g[col]`, `col in g`, `len(g)`)."""
+
+    def __init__(self, columns: "_Columns", start: int, stop: int):
+        self._columns, self._start, self._stop = columns, start, stop
+
+    def __getitem__(self, col: str) -> np.ndarray:
+        return self._columns[col][self._start:self._stop]
+
+    def __contains__(self, col: str) -> bool:
+        return col in self._columns.frame
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+
+class _Columns:
+    """A frame's columns in a given row order, each made numpy when first read."""
+
+    def __init__(self, frame: pd.DataFrame, order: np.ndarray):
+        self.frame, self._order, self._arrays = frame, order, {}
+
+    def __getitem__(self, col: str) -> np.ndarray:
+        if col not in self._arrays:
+            self._arrays[col] = self.frame[col].to_numpy()[self._order]
+        return self._arrays[col]
+
+
+def _sorted_runs(metrics: pd.DataFrame, runs: pd.DataFrame | None, order_col: str) -> tuple[dict[str, _RunStyle], list[tuple[str, _Rows]]]:
+    """Styles by run id, and each run's rows ordered by `order_col`, in the order of the styles."""
+    codes, uniques = pd.factorize(metrics["run_id"].astype(str))
+    styles = _run_styles(runs, list(uniques))
+    order = np.lexsort((metrics[order_col].to_numpy(), codes))  # stable: by run, then order_col
+    codes = codes[order]
+    columns = _Columns(metrics, order)
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    bounds = {str(uniques[codes[a]]): (a, b) for a, b in zip(starts, np.r_[starts[1:], len(codes)])}
+    return styles, [(rid, _Rows(columns, *bounds[rid])) for rid in styles if rid in bounds]
 
 
 def _accuracy_range(values) -> list[float]:
@@ -89,34 +122,35 @@ def curves_grid(metrics: pd.DataFrame, runs: pd.DataFrame) -> go.Figure:
     if _is_empty(metrics, "run_id", "epoch") or not any(m in metrics for m, _, _ in panels):
         return empty_figure(NO_DATA, title)
     styles, series = _sorted_runs(metrics, runs, "epoch")
-    fig = _unchecked(make_subplots(rows=2, cols=2, shared_xaxes=True, vertical_spacing=0.12, horizontal_spacing=0.08,
-                        subplot_titles=[_metric_title(m) for m, _, _ in panels]))
-    traces, rows, cols = [], [], []
+    spec = Spec(2, 2, tuple(_metric_title(m) for m, _, _ in panels), shared_xaxes=True, vertical_spacing=0.12,
+                horizontal_spacing=0.08)
     for rid, g in series:
         s = styles[rid]
         first = True
+        epoch = g["epoch"]
         for metric, row, col in panels:
             if metric not in g:
                 continue
             train = metric.startswith("train_")
-            traces.append(_fast_scatter(
-                x=g["epoch"], y=g[metric], mode="lines+markers", name=s.label, legendgroup=rid, showlegend=first,
-                line={"color": s.color, "dash": "dash" if train else "solid", "width": 1.6 if train else 2.2},
-                marker={"symbol": s.symbol, "size": 5, "color": s.color},
-                hovertemplate=f"<b>{s.label}</b><br>epoch %{{x}}<br>{_metric_title(metric)} %{{y:.4g}}<extra></extra>",
-            ))
-            rows.append(row)
-            cols.append(col)
+            spec.add({
+                "type": "scatter", "x": epoch, "y": g[metric], "mode": "lines+markers", "name": s.label,
+                "legendgroup": rid, "showlegend": first,
+                "line": {"color": s.color, "dash": "dash" if train else "solid", "width": 1.6 if train else 2.2},
+                "marker": {"symbol": s.symbol, "size": 5, "color": s.color},
+                "hovertemplate": f"<b>{s.label}</b><br>epoch %{{x}}<br>{_metric_title(metric)} %{{y:.4g}}<extra></extra>",
+            }, row, col)
             first = False
-    fig.add_traces(traces, rows=rows, cols=cols)  # one call: each add_trace walks the figure again
-    dtick = _epoch_dtick(metrics)
-    fig.update_xaxes(tickformat="d", dtick=dtick)
-    fig.update_xaxes(title_text="epoch", row=2)
+    spec.xaxes(tickformat="d", **_given(dtick=_epoch_dtick(metrics)))
+    spec.xaxes(row=2, title={"text": "epoch"})
     acc = pd.concat([metrics[c] for c in ("train_accuracy", "val_accuracy") if c in metrics])
-    for row, col in ((2, 1), (2, 2)):
-        fig.update_yaxes(range=_accuracy_range(acc), tickformat=".0%", row=row, col=col)
-    fig.update_annotations(font_size=12)
-    return _style(fig, title, height=480, legend_labels=[styles[rid].label for rid, _ in series], panel_titles=True)
+    spec.yaxes(row=2, range=_accuracy_range(acc), tickformat=".0%")
+    spec.annotations(font={"size": 12})
+    return _styled(spec, title, height=480, legend_labels=[styles[rid].label for rid, _ in series], panel_titles=True)
+
+
+def _given(**props) -> dict:
+    """The properties that have a value (plotly leaves a None one unset)."""
+    return {k: v for k, v in props.items() if v is not None}
 
 
 def accuracy_vs_time(metrics: pd.DataFrame, runs: pd.DataFrame) -> go.Figure:
@@ -129,7 +163,7 @@ def accuracy_vs_time(metrics: pd.DataFrame, runs: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
     for rid, g in series:
         s = styles[rid]
-        elapsed = pd.to_numeric(g["seconds"], errors="coerce").fillna(0).cumsum()
+        elapsed = np.nancumsum(pd.to_numeric(g["seconds"], errors="coerce").astype(float))  # a missing time counts 0
         fig.add_trace(go.Scatter(
             x=elapsed, y=g["val_accuracy"], mode="lines+markers", name=s.label, legendgroup=rid,
             line={"color": s.color, "width": 2.2}, marker={"symbol": s.symbol, "size": 6, "color": s.color},
@@ -180,14 +214,9 @@ def ema(values: Iterable[float], smoothing: float = 0.9) -> np.ndarray:
     towards zero. NaNs are skipped (they keep the previous average)."""
     x = np.asarray(list(values) if not isinstance(values, (np.ndarray, pd.Series)) else values, dtype=float)
     w = min(max(float(smoothing), 0.0), 0.999)
-    out = np.empty_like(x)
-    acc, weight = 0.0, 0.0
-    for i, v in enumerate(x):
-        if not math.isnan(v):
-            acc = w * acc + (1 - w) * v
-            weight = w * weight + (1 - w)
-        out[i] = acc / weight if weight > 0 else np.nan
-    return out
+    # pandas' EWM with adjust=True is this bias-corrected average (sum of w^i x[t-i] over sum of
+    # w^i); ignore_na skips NaNs and carries the last average over them. In C: a refresh smooths 20 runs.
+    return pd.Series(x).ewm(alpha=1 - w, adjust=True, ignore_na=True).mean().to_numpy()
 
 
 def downsample_indices(n: int, max_points: int) -> np.ndarray:
@@ -216,27 +245,30 @@ def step_loss(steps: pd.DataFrame, runs: pd.DataFrame, smoothing: float = 0.9, m
     if _is_empty(steps, "run_id", "step", "loss"):
         return empty_figure(NO_DATA, title)
     styles, series = _sorted_runs(steps, runs, "step")
-    fig = _unchecked(go.Figure())
+    spec = Spec()
     for rid, g in series:
         s = styles[rid]
-        g = g.assign(smooth=ema(pd.to_numeric(g["loss"], errors="coerce"), smoothing))
-        shown = downsample(g, max_points)
-        epoch = shown["epoch"] if "epoch" in shown else shown["step"] * 0
-        fig.add_trace(_fast_scatter(
-            x=shown["step"], y=shown["loss"], mode="lines", name=f"{s.label} (raw)", legendgroup=rid,
-            showlegend=False, opacity=0.3, line={"color": s.color, "width": 1},
-            customdata=epoch, hovertemplate=f"{s.label}<br>step %{{x}} (epoch %{{customdata}})<br>loss %{{y:.4g}}<extra></extra>",
-        ))
-        fig.add_trace(_fast_scatter(
-            x=shown["step"], y=shown["smooth"], mode="lines", name=s.label, legendgroup=rid,
-            line={"color": s.color, "width": 2.4},
-            customdata=epoch, hovertemplate=f"<b>{s.label}</b><br>step %{{x}} (epoch %{{customdata}})<br>"
-                                            "smoothed loss %{y:.4g}<extra></extra>",
-        ))
-    fig.update_xaxes(title_text="step", rangemode="tozero")
-    fig.update_yaxes(title_text="training loss", **({"type": "log"} if log_y else {"rangemode": "tozero"}))
+        loss = pd.to_numeric(g["loss"], errors="coerce")
+        smooth = ema(loss, smoothing)
+        keep = downsample_indices(len(g), max_points)
+        step = g["step"][keep]
+        epoch = g["epoch"][keep] if "epoch" in g else step * 0
+        spec.add({
+            "type": "scatter", "x": step, "y": loss[keep], "mode": "lines", "name": f"{s.label} (raw)",
+            "legendgroup": rid, "showlegend": False, "opacity": 0.3, "line": {"color": s.color, "width": 1},
+            "customdata": epoch,
+            "hovertemplate": f"{s.label}<br>step %{{x}} (epoch %{{customdata}})<br>loss %{{y:.4g}}<extra></extra>",
+        })
+        spec.add({
+            "type": "scatter", "x": step, "y": smooth[keep], "mode": "lines", "name": s.label, "legendgroup": rid,
+            "line": {"color": s.color, "width": 2.4}, "customdata": epoch,
+            "hovertemplate": f"<b>{s.label}</b><br>step %{{x}} (epoch %{{customdata}})<br>"
+                             "smoothed loss %{y:.4g}<extra></extra>",
+        })
+    spec.xaxes(title={"text": "step"}, rangemode="tozero")
+    spec.yaxes(title={"text": "training loss"}, **({"type": "log"} if log_y else {"rangemode": "tozero"}))
     subtitle = f"faint: raw, bold: smoothed (EMA {min(max(smoothing, 0), 0.999):g})"
-    return _style(fig, title, subtitle, legend_labels=[styles[rid].label for rid, _ in series])
+    return _styled(spec, title, subtitle, legend_labels=[styles[rid].label for rid, _ in series])
 
 
 def lr_curve(steps: pd.DataFrame, runs: pd.DataFrame, max_points: int = 500) -> go.Figure:
@@ -245,18 +277,18 @@ def lr_curve(steps: pd.DataFrame, runs: pd.DataFrame, max_points: int = 500) -> 
     if _is_empty(steps, "run_id", "step", "lr"):
         return empty_figure(NO_DATA, title)
     styles, series = _sorted_runs(steps, runs, "step")
-    fig = _unchecked(go.Figure())
+    spec = Spec()
     for rid, g in series:
         s = styles[rid]
-        shown = downsample(g, max_points)
-        fig.add_trace(_fast_scatter(
-            x=shown["step"], y=shown["lr"], mode="lines", name=s.label, legendgroup=rid,
-            line={"color": s.color, "width": 2},
-            hovertemplate=f"<b>{s.label}</b><br>step %{{x}}<br>learning rate %{{y:.3g}}<extra></extra>",
-        ))
-    fig.update_xaxes(title_text="step", rangemode="tozero")
-    fig.update_yaxes(title_text="learning rate (head)", exponentformat="e", rangemode="tozero")
-    return _style(fig, title, legend_labels=[styles[rid].label for rid, _ in series])
+        keep = downsample_indices(len(g), max_points)
+        spec.add({
+            "type": "scatter", "x": g["step"][keep], "y": g["lr"][keep], "mode": "lines", "name": s.label,
+            "legendgroup": rid, "line": {"color": s.color, "width": 2},
+            "hovertemplate": f"<b>{s.label}</b><br>step %{{x}}<br>learning rate %{{y:.3g}}<extra></extra>",
+        })
+    spec.xaxes(title={"text": "step"}, rangemode="tozero")
+    spec.yaxes(title={"text": "learning rate (head)"}, exponentformat="e", rangemode="tozero")
+    return _styled(spec, title, legend_labels=[styles[rid].label for rid, _ in series])
 
 # --- scaling out: one run over several processes -----------------------------------------
 

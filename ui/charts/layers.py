@@ -12,8 +12,9 @@ from plotly.subplots import make_subplots
 
 from ui.charts.base import (
     FROZEN_COLOR, FROZEN_LABEL, TRAINABLE_COLOR, TRAINABLE_LABEL, _human, _is_empty, _is_frozen, _lr_text, _pct,
-    _records, _style, empty_figure
+    _records, _style, _styled, empty_figure
 )
+from ui.charts.spec import Spec, array
 
 # --- layer groups -------------------------------------------------------------------
 
@@ -83,8 +84,7 @@ def layer_stats_map(stats: pd.DataFrame, epoch: int | None = None, log_y: bool =
         return empty_figure("No layer statistics yet: they arrive at the end of each epoch", title)
     part, epoch = _epoch_slice(stats, epoch)
     order = [str(g) for g in part["group"]]
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
-                        subplot_titles=("weight change ‖W−W₀‖ / ‖W₀‖", "gradient norm (mean per step)"))
+    spec = Spec(1, 2, ("weight change ‖W−W₀‖ / ‖W₀‖", "gradient norm (mean per step)"), horizontal_spacing=0.1)
     labels = []
     for frozen, name, color in ((False, TRAINABLE_LABEL, TRAINABLE_COLOR), (True, FROZEN_LABEL, FROZEN_COLOR)):
         sub = part[part["frozen"].map(_is_frozen) == frozen]
@@ -95,29 +95,20 @@ def layer_stats_map(stats: pd.DataFrame, epoch: int | None = None, log_y: bool =
                   for p, lr in zip(sub.get("params", [None] * len(sub)), sub.get("lr", [None] * len(sub)))]
         for col, key in ((1, "weight_change"), (2, "grad_norm")):
             values = sub[key] if key in sub else pd.Series([np.nan] * len(sub))
-            fig.add_trace(go.Bar(
-                x=[str(g) for g in sub["group"]],
-                y=list(values),
-                name=name,
-                legendgroup=name,
-                showlegend=col == 1,
-                marker={"color": color, "line": {"width": 0}},
-                text=["🔒" if frozen else f"{v:.2g}" if pd.notna(v) else "" for v in values],
-                textposition="outside",
-                cliponaxis=False,
-                customdata=custom,
-                hovertemplate=f"<b>%{{x}}</b> ({'frozen' if frozen else 'trainable'})<br>"
-                              f"{'weight change' if col == 1 else 'gradient norm'} %{{y:.3g}}"
-                              "<br>%{customdata[0]} parameters<br>learning rate %{customdata[1]}<extra></extra>",
-            ), row=1, col=col)
-    fig.update_layout(barmode="overlay", bargap=0.25)
-    fig.update_xaxes(type="category", categoryorder="array", categoryarray=order, tickangle=-45)
-    if log_y:
-        fig.update_yaxes(type="log")
-    else:
-        fig.update_yaxes(rangemode="tozero")
-    fig.update_annotations(font_size=12)
-    return _style(fig, title, f"epoch {epoch}", legend_labels=labels, panel_titles=True)
+            spec.add({
+                "type": "bar", "x": [str(g) for g in sub["group"]], "y": array(values).astype(float), "name": name,
+                "legendgroup": name, "showlegend": col == 1, "marker": {"color": color, "line": {"width": 0}},
+                "text": ["🔒" if frozen else f"{v:.2g}" if pd.notna(v) else "" for v in values],
+                "textposition": "outside", "cliponaxis": False, "customdata": custom,
+                "hovertemplate": f"<b>%{{x}}</b> ({'frozen' if frozen else 'trainable'})<br>"
+                                 f"{'weight change' if col == 1 else 'gradient norm'} %{{y:.3g}}"
+                                 "<br>%{customdata[0]} parameters<br>learning rate %{customdata[1]}<extra></extra>",
+            }, 1, col)
+    spec.layout.update(barmode="overlay", bargap=0.25)
+    spec.xaxes(type="category", categoryorder="array", categoryarray=order, tickangle=-45)
+    spec.yaxes(**({"type": "log"} if log_y else {"rangemode": "tozero"}))
+    spec.annotations(font={"size": 12})
+    return _styled(spec, title, f"epoch {epoch}", legend_labels=labels, panel_titles=True)
 
 
 def thaw_timeline(stats: pd.DataFrame, value: str = "frozen") -> go.Figure:
@@ -130,26 +121,30 @@ def thaw_timeline(stats: pd.DataFrame, value: str = "frozen") -> go.Figure:
         return empty_figure("No layer statistics yet: they arrive at the end of each epoch", title)
     if value not in ("frozen", "weight_change", "grad_norm"):
         raise ValueError(f"value must be 'frozen', 'weight_change' or 'grad_norm', not {value!r}")
-    df = stats.copy()
-    df["trainable"] = (~df["frozen"].map(_is_frozen)).astype(float)
+    df = stats.dropna(subset=["epoch"])
     if "position" in df:
         order = list(df.sort_values(["position", "epoch"], kind="stable").drop_duplicates("group")["group"].astype(str))
     else:
         order = list(dict.fromkeys(df["group"].astype(str)))
-    epochs = sorted(int(e) for e in df["epoch"].dropna().unique())
-    df["group"] = df["group"].astype(str)
-    state = df.pivot_table(index="group", columns="epoch", values="trainable", aggfunc="last").reindex(index=order, columns=epochs)
-    if value in df and value != "frozen":
-        z = df.pivot_table(index="group", columns="epoch", values=value, aggfunc="last").reindex(index=order, columns=epochs)
-    else:
-        z = state
-    change = (df.pivot_table(index="group", columns="epoch", values="weight_change", aggfunc="last")
-              .reindex(index=order, columns=epochs) if "weight_change" in df else state * np.nan)
-    status = [["" if pd.isna(s) else "trainable" if s else "frozen" for s in row] for row in state.to_numpy()]
+    epochs = sorted(int(e) for e in df["epoch"].unique())
+    # groups x epochs grids, the last value given for each cell (numpy: three pivot tables cost a Live refresh 30 ms)
+    at = (pd.Index(order).get_indexer(df["group"].astype(str)), pd.Index(epochs).get_indexer(df["epoch"].astype(int)))
+
+    def grid(values) -> np.ndarray:
+        out = np.full((len(order), len(epochs)), np.nan)
+        values = np.asarray(values, dtype=float)
+        known = ~np.isnan(values)
+        out[at[0][known], at[1][known]] = values[known]
+        return out
+
+    state = grid((~df["frozen"].map(_is_frozen)).astype(float))
+    z = grid(df[value]) if value in df and value != "frozen" else state
+    change = grid(df["weight_change"]) if "weight_change" in df else state * np.nan
+    status = [["" if np.isnan(s) else "trainable" if s else "frozen" for s in row] for row in state]
     custom = np.dstack([np.array(status, dtype=object),
-                        np.array([["—" if pd.isna(c) else f"{c:.3g}" for c in row] for row in change.to_numpy()], dtype=object)])
+                        np.array([["—" if np.isnan(c) else f"{c:.3g}" for c in row] for row in change], dtype=object)])
     heat: dict = {
-        "x": epochs, "y": order, "z": z.to_numpy(dtype=float), "customdata": custom, "xgap": 2, "ygap": 2,
+        "x": epochs, "y": order, "z": z, "customdata": custom, "xgap": 2, "ygap": 2,
         "hovertemplate": "<b>%{y}</b>, epoch %{x}<br>%{customdata[0]}<br>weight change %{customdata[1]}<extra></extra>",
     }
     if value == "frozen":
@@ -160,7 +155,7 @@ def thaw_timeline(stats: pd.DataFrame, value: str = "frozen") -> go.Figure:
             texttemplate="%{text}",
         )
         thawed = []
-        for g, row in zip(order, state.to_numpy()):
+        for g, row in zip(order, state):
             first = next((e for e, s in zip(epochs, row) if s == 1), None)
             if first is not None and first > epochs[0]:
                 thawed.append((first, g))
@@ -169,12 +164,13 @@ def thaw_timeline(stats: pd.DataFrame, value: str = "frozen") -> go.Figure:
     else:
         heat.update(colorscale="Oranges", showscale=True, colorbar={"thickness": 10, "len": 0.9})
         subtitle = "||W−W₀|| / ||W₀||" if value == "weight_change" else "gradient norm"
-    fig = go.Figure(go.Heatmap(**heat))
-    fig.update_xaxes(title_text="epoch", type="category" if len(epochs) == 1 else "linear",
-                     **({"tickmode": "array", "tickvals": epochs} if len(epochs) <= 15 else {}))
-    fig.update_yaxes(type="category", categoryorder="array", categoryarray=order, autorange="reversed")
+    spec = Spec()
+    spec.add({"type": "heatmap", **heat})
+    spec.xaxes(title={"text": "epoch"}, type="category" if len(epochs) == 1 else "linear",
+               **({"tickmode": "array", "tickvals": epochs} if len(epochs) <= 15 else {}))
+    spec.yaxes(type="category", categoryorder="array", categoryarray=order, autorange="reversed")
     height = min(420, max(240, 90 + 22 * len(order)))
-    return _style(fig, title, subtitle, height=height)
+    return _styled(spec, title, subtitle, height=height)
 
 def layer_maps_side_by_side(plans: list[tuple[str, list[dict]]], title: str | None = None) -> go.Figure:
     """One small layer map per run of a strategy race, side by side (up to
