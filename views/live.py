@@ -134,10 +134,12 @@ def live_view() -> None:
     else:
         st.caption("The layer map appears when the run starts.")
 
-    still_active = any(r["status"] in ACTIVE for r in rows.values())
-    if anything_active and not still_active:
+    # The run picker's chips ("— queued"), the pack download's ended runs and the timer were drawn
+    # from the statuses of the last full run: when any selected run has changed status since,
+    # one full rerun redraws them (when everything has ended, that also stops the timer).
+    if any(rows[i]["status"] != by_id[i]["status"] for i in selected):
         time.sleep(0.2)
-        st.rerun()  # everything ended: a full rerun stops the timer
+        st.rerun()
 
 
 live_view()

@@ -88,24 +88,24 @@ def epoch_curves(metrics: pd.DataFrame, runs: pd.DataFrame, metric: str = "val_a
         return empty_figure(NO_DATA, title)
     styles, series = _sorted_runs(metrics, runs, "epoch")
     partner = metric.replace("val_", "train_", 1) if train and metric.startswith("val_") else None
-    fig = go.Figure()
+    spec = Spec()
     for rid, g in series:
         s = styles[rid]
         for key, dash, suffix in ((metric, "solid", ""), (partner, "dash", " (train)")):
             if key is None or key not in g:
                 continue
-            fig.add_trace(go.Scatter(
-                x=g["epoch"], y=g[key], mode="lines+markers", name=s.label + suffix,
-                legendgroup=rid, showlegend=not suffix,
-                line={"color": s.color, "dash": dash, "width": 2.2 if not suffix else 1.6},
-                marker={"symbol": s.symbol, "size": 6, "color": s.color},
-                hovertemplate=f"<b>{s.label}</b>{suffix}<br>epoch %{{x}}<br>{_metric_title(key)} %{{y:.4g}}<extra></extra>",
-            ))
-    fig.update_xaxes(title_text="epoch", tickformat="d", dtick=_epoch_dtick(metrics))
+            spec.add({
+                "type": "scatter", "x": g["epoch"], "y": g[key], "mode": "lines+markers", "name": s.label + suffix,
+                "legendgroup": rid, "showlegend": not suffix,
+                "line": {"color": s.color, "dash": dash, "width": 2.2 if not suffix else 1.6},
+                "marker": {"symbol": s.symbol, "size": 6, "color": s.color},
+                "hovertemplate": f"<b>{s.label}</b>{suffix}<br>epoch %{{x}}<br>{_metric_title(key)} %{{y:.4g}}<extra></extra>",
+            })
+    spec.xaxes(title={"text": "epoch"}, tickformat="d", **_given(dtick=_epoch_dtick(metrics)))
     shown = pd.concat([metrics[k] for k in (metric, partner) if k is not None and k in metrics])
-    fig.update_yaxes(title_text=_metric_title(metric), **_accuracy_axis(metric, shown))
+    spec.yaxes(title={"text": _metric_title(metric)}, **_accuracy_axis(metric, shown))
     subtitle = "dashed: training" if partner else None
-    return _style(fig, title, subtitle, legend_labels=[styles[rid].label for rid, _ in series])
+    return _styled(spec, title, subtitle, legend_labels=[styles[rid].label for rid, _ in series])
 
 
 def _epoch_dtick(metrics: pd.DataFrame) -> int | None:
@@ -160,20 +160,20 @@ def accuracy_vs_time(metrics: pd.DataFrame, runs: pd.DataFrame) -> go.Figure:
     if _is_empty(metrics, "run_id", "epoch", "val_accuracy", "seconds"):
         return empty_figure(NO_DATA, title)
     styles, series = _sorted_runs(metrics, runs, "epoch")
-    fig = go.Figure()
+    spec = Spec()
     for rid, g in series:
         s = styles[rid]
         elapsed = np.nancumsum(pd.to_numeric(g["seconds"], errors="coerce").astype(float))  # a missing time counts 0
-        fig.add_trace(go.Scatter(
-            x=elapsed, y=g["val_accuracy"], mode="lines+markers", name=s.label, legendgroup=rid,
-            line={"color": s.color, "width": 2.2}, marker={"symbol": s.symbol, "size": 6, "color": s.color},
-            customdata=g["epoch"],
-            hovertemplate=f"<b>{s.label}</b><br>epoch %{{customdata}} after %{{x:.1f}} s<br>"
-                          "validation accuracy %{y:.2%}<extra></extra>",
-        ))
-    fig.update_xaxes(title_text="training time (s)", rangemode="tozero")
-    fig.update_yaxes(title_text="validation accuracy", range=_accuracy_range(metrics["val_accuracy"]), tickformat=".0%")
-    return _style(fig, title, legend_labels=[styles[rid].label for rid, _ in series])
+        spec.add({
+            "type": "scatter", "x": elapsed, "y": g["val_accuracy"], "mode": "lines+markers", "name": s.label,
+            "legendgroup": rid, "line": {"color": s.color, "width": 2.2},
+            "marker": {"symbol": s.symbol, "size": 6, "color": s.color}, "customdata": g["epoch"],
+            "hovertemplate": f"<b>{s.label}</b><br>epoch %{{customdata}} after %{{x:.1f}} s<br>"
+                             "validation accuracy %{y:.2%}<extra></extra>",
+        })
+    spec.xaxes(title={"text": "training time (s)"}, rangemode="tozero")
+    spec.yaxes(title={"text": "validation accuracy"}, range=_accuracy_range(metrics["val_accuracy"]), tickformat=".0%")
+    return _styled(spec, title, legend_labels=[styles[rid].label for rid, _ in series])
 
 
 def time_to_accuracy(metrics: pd.DataFrame, threshold: float) -> pd.DataFrame:

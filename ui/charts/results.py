@@ -14,9 +14,10 @@ from plotly.subplots import make_subplots
 from core.train import strategies
 from core.train.config import RunConfig
 from ui.charts.base import (
-    TRAINABLE_COLOR, UNKNOWN_COLOR, _config_value, _human, _is_empty, _run_styles, _style, empty_figure, plain,
+    TRAINABLE_COLOR, UNKNOWN_COLOR, _config_value, _human, _is_empty, _run_styles, _style, _styled, empty_figure, plain,
     strategy_color
 )
+from ui.charts.spec import Spec, array
 from ui.charts.curves import _accuracy_range
 
 # --- results -------------------------------------------------------------------------------
@@ -36,21 +37,21 @@ def test_accuracy_bars(runs: pd.DataFrame) -> go.Figure:
     done = done.assign(_acc=pd.to_numeric(done["test_accuracy"]), _label=[styles[str(i)].label for i in done["id"]],
                        _strategy=[styles[str(i)].strategy for i in done["id"]])
     done = done.sort_values("_acc", ascending=False, kind="stable")
-    fig = go.Figure()
+    spec = Spec()
     strategies = list(dict.fromkeys(done["_strategy"]))
     for strategy in strategies:
         part = done[done["_strategy"].map(lambda s: s == strategy)]
-        fig.add_trace(go.Bar(
-            y=part["_label"], x=part["_acc"], orientation="h", name=str(strategy or "unknown"),
-            marker={"color": strategy_color(strategy), "line": {"width": 0}},
-            text=[f"{a:.1%}" for a in part["_acc"]], textposition="outside", cliponaxis=False,
-            hovertemplate="<b>%{y}</b><br>test accuracy %{x:.2%}<extra></extra>",
-        ))
-    fig.update_layout(barmode="overlay", bargap=0.3)
-    fig.update_xaxes(range=[0, 1.12], tickformat=".0%", title_text="test accuracy", tickvals=[0, 0.25, 0.5, 0.75, 1])
-    fig.update_yaxes(type="category", categoryorder="array", categoryarray=list(done["_label"]), autorange="reversed")
+        spec.add({
+            "type": "bar", "y": part["_label"].tolist(), "x": array(part["_acc"]).astype(float), "orientation": "h",
+            "name": str(strategy or "unknown"), "marker": {"color": strategy_color(strategy), "line": {"width": 0}},
+            "text": [f"{a:.1%}" for a in part["_acc"]], "textposition": "outside", "cliponaxis": False,
+            "hovertemplate": "<b>%{y}</b><br>test accuracy %{x:.2%}<extra></extra>",
+        })
+    spec.layout.update(barmode="overlay", bargap=0.3)
+    spec.xaxes(range=[0, 1.12], tickformat=".0%", title={"text": "test accuracy"}, tickvals=[0, 0.25, 0.5, 0.75, 1])
+    spec.yaxes(type="category", categoryorder="array", categoryarray=list(done["_label"]), autorange="reversed")
     height = min(380, max(220, 110 + 30 * len(done)))
-    return _style(fig, title, height=height, legend_labels=[str(s or "unknown") for s in strategies])
+    return _styled(spec, title, height=height, legend_labels=[str(s or "unknown") for s in strategies])
 
 
 def topk_bars(preds: list[tuple[str, float]], title: str = "Top predictions") -> go.Figure:
