@@ -109,7 +109,7 @@ def decode_and_preview(args) -> None:
     ref_rate, par_rate = len(sample) / ref_s, len(items) / par_s
     ratio = par_rate / ref_rate
     load = os.getloadavg()[0]
-    lines = [f"machine: {machine('cpu')}; {decode.cores()} cores; load average {load:.1f} at the end",
+    lines = [f"machine: {machine('cpu')}; load average {load:.1f} at the end",
              f"decode: {len(items):,} files (1024x768 JPEGs, {len(bad)} broken) to 64 px on {decode.cores()} processes: "
              f"{par_s:.1f} s, {par_rate:,.0f} images/s; plain Image.open().convert().resize() on one core "
              f"({len(sample)} of the files): {ref_rate:,.0f} images/s; ratio {ratio:.1f}x "

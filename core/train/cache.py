@@ -102,6 +102,31 @@ def damage(path: Path) -> str | None:
     return _read(path, None)[1]
 
 
+@contextmanager
+def building(kind: str, key: dict) -> Iterator[None]:
+    """Held while this process computes an entry: another process about to
+    compute the same one waits here, then finds it written (a lock file beside
+    the entry; no lock where the OS has no flock)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: each process computes its own
+        yield
+        return
+    lock = path_for(kind, key).with_suffix(".lock")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        f = open(lock, "w")
+    except OSError:  # a read-only data folder: nothing will be written either
+        yield
+        return
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def load(kind: str, key: dict) -> tuple[dict[str, torch.Tensor], dict] | None:
     """(tensors, meta) stored under `key`, or None when absent or unusable."""
     path = path_for(kind, key)

@@ -106,3 +106,31 @@ def test_cli_decode_prints_progress_then_the_result(photos, capsys, fresh_raw_ca
     assert result["state"] == "decoded now" and result["readable"] == N and result["skipped"] == 3
     assert cli_main(["datasets", "--decode", f"folder:{photos}", "--image-size", "16"]) == 0
     assert "already decoded" in capsys.readouterr().out
+
+
+def test_two_loads_of_the_same_folder_at_once_decode_it_once(tmp_path, fresh_raw_cache, monkeypatch):
+    # The page's "Decode now" and a run's first load: the second waits for the first's copy.
+    import threading
+
+    from core.train import data
+    from core.train.data import base
+
+    folder = photos_folder(tmp_path / "few", 40, classes=2, large_every=40, corrupt=0)
+    decodes = []
+    real = base.decode_many
+    monkeypatch.setattr(base, "decode_many", lambda items, size: decodes.append(len(items)) or real(items, size))
+    start = threading.Barrier(2)
+    got = []
+
+    def load() -> None:
+        start.wait()
+        got.append(len(data._raw_cached(data.canonical(f"folder:{folder}"), 16,
+                                        data.source_stamp(data.canonical(f"folder:{folder}"))).y))
+        data._raw_cached.cache_clear()  # as if each load were its own process
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == [40, 40] and decodes == [40]

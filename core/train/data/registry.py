@@ -129,17 +129,28 @@ def _raw_cached(name: str, size: int, stamp: tuple) -> RawData:
 
     key = {"dataset": name, "size": size, "stamp": list(stamp), "decode": DECODE_VERSION}  # _data_key's
     digest = cache.digest(key)
-    hit = cache.load("data", key)
-    if hit is not None:
+
+    def cached() -> RawData | None:
+        hit = cache.load("data", key)
+        if hit is None:
+            return None
         tensors, meta = hit
         log.info("%s at %dpx: decoded images read from the cache", name, size)
         return RawData(tensors["x"], tensors["y"], meta["class_names"], meta["test_start"], meta["skipped"],
                        meta["skipped_examples"], digest, tensors.get("split"))
-    raw = get(name).loader(size)
-    raw.key = digest
-    cache.save("data", key, {"x": raw.x, "y": raw.y, **({"split": raw.split} if raw.split is not None else {})},
-               {"class_names": list(raw.class_names), "test_start": raw.test_start, "skipped": raw.skipped,
-                "skipped_examples": list(raw.skipped_examples)})
+
+    raw = cached()
+    if raw is not None:
+        return raw
+    with cache.building("data", key):  # a page's decode and a run's: one decodes, the other waits and reads
+        raw = cached()
+        if raw is not None:
+            return raw
+        raw = get(name).loader(size)
+        raw.key = digest
+        cache.save("data", key, {"x": raw.x, "y": raw.y, **({"split": raw.split} if raw.split is not None else {})},
+                   {"class_names": list(raw.class_names), "test_start": raw.test_start, "skipped": raw.skipped,
+                    "skipped_examples": list(raw.skipped_examples)})
     return raw
 
 
