@@ -53,7 +53,8 @@ def _folder_items(path: Path) -> tuple[dict[str, list[tuple[str, Callable[[], by
                 skipped += 1
                 examples.append(f"{cdir.name}/ (a link to a folder: not followed)")
                 continue
-            classes[cdir.name] = []
+            cname = cdir.name
+            classes[cname] = files = []
             # os.scandir's entries know links and files without a stat each; a walk that never
             # follows a link stays inside the class folder, so nothing needs resolving.
             found: list[tuple[tuple[str, ...], bool]] = []
@@ -72,13 +73,14 @@ def _folder_items(path: Path) -> tuple[dict[str, list[tuple[str, Callable[[], by
                     raise DataError(f"{path.name} holds more than {max_files:,} files, over "
                                     f"{limits.MAX_FILES.describe()}: use fewer images, or raise the limit.")
                 name = parts[-1]
-                if os.path.splitext(name)[1].lower() not in IMAGE_SUFFIXES:
+                dot = name.rfind(".")
+                if dot <= 0 or name[dot:].lower() not in IMAGE_SUFFIXES:
                     continue
                 if link:
                     skipped += 1
-                    examples.append(f"{cdir.name}/{name} (a link: not followed)")
+                    examples.append(f"{cname}/{name} (a link: not followed)")
                     continue
-                classes[cdir.name].append((f"{cdir.name}/{name}", _FileRef(root, "/".join((cdir.name, *parts)))))
+                files.append((f"{cname}/{name}", _FileRef(root, "/".join((cname, *parts)))))
         return classes, skipped, examples
     try:
         zf = zipfile.ZipFile(path)
