@@ -53,7 +53,7 @@ def _progress(row: dict, steps) -> tuple[float, str]:
         return 1.0, f"done: {row.get('epochs_done') or cfg['epochs']} of {cfg['epochs']} epoch(s){over}"
     if not total:
         return 0.0, "waiting to start" if row["status"] == "queued" else "loading data and model…"
-    ips = float(steps["images_per_second"].to_numpy()[-20:].mean()) if len(steps) else 0.0
+    ips = float(steps["images_per_second"].tail(20).mean()) if len(steps) else 0.0
     rate = ips / max(1, cfg["batch_size"])  # steps per second
     eta = (total - done) / rate if rate > 0 else float("nan")
     text = (f"epoch {min(cfg['epochs'], done // spe + 1)}/{cfg['epochs']} · step {done}/{total} · "

@@ -528,3 +528,18 @@ def test_fast_multi_run_charts_send_what_plotly_would_validate(metrics, steps, r
         checked = go.Figure(sent)  # validates every property; raises on anything plotly would refuse
         assert json.loads(checked.to_json()) == sent
         assert all(isinstance(t.x, np.ndarray) and len(t.x) == len(t.y) for t in fig.data)
+
+
+def test_every_live_and_compare_figure_sends_what_plotly_would_validate(metrics, steps, runs, stats):
+    """The Live and Compare figures are written as plotly JSON (ui/charts/spec.py) and
+    sent without plotly's checks: each must be a figure plotly accepts in full and
+    sends the same, and read as a figure it behaves as one."""
+    figures = [charts.layer_stats_map(stats), charts.thaw_timeline(stats), charts.thaw_timeline(stats, "weight_change"),
+               charts.epoch_curves(metrics, runs, train=True), charts.accuracy_vs_time(metrics, runs),
+               charts.test_accuracy_bars(runs), charts.empty_figure("nothing yet", "Title")]
+    for fig in figures:
+        sent = json.loads(fig.to_json())
+        assert json.loads(go.Figure(sent).to_json()) == sent
+    fig = charts.empty_figure("nothing yet", "Title")
+    fig.update_layout(height=200)  # read as a figure: built in full, then changed like any other
+    assert fig.layout.height == 200 and json.loads(fig.to_json())["layout"]["height"] == 200

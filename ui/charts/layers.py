@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.colors import get_colorscale
 from plotly.subplots import make_subplots
 
 from ui.charts.base import (
@@ -162,7 +163,8 @@ def thaw_timeline(stats: pd.DataFrame, value: str = "frozen") -> go.Figure:
         thawed.sort(key=lambda t: t[0])  # stable: forward order within an epoch
         subtitle = ("thawed: " + ", ".join(f"{g} at epoch {e}" for e, g in thawed)) if thawed else "orange: trainable, slate: frozen"
     else:
-        heat.update(colorscale="Oranges", showscale=True, colorbar={"thickness": 10, "len": 0.9})
+        # spelled out (plotly.py's validation used to do it): plotly.js has no scale named "Oranges"
+        heat.update(colorscale=get_colorscale("Oranges"), showscale=True, colorbar={"thickness": 10, "len": 0.9})
         subtitle = "||W−W₀|| / ||W₀||" if value == "weight_change" else "gradient norm"
     spec = Spec()
     spec.add({"type": "heatmap", **heat})
