@@ -144,6 +144,29 @@ def test_a_tuner_killed_mid_study_is_continued_by_the_same_command(isolated_home
     assert len(store.query("SELECT id FROM runs WHERE group_id = ?", (tune.group_id("killed"),))) == 3
 
 
+@pytest.mark.parametrize("pruner", ["hyperband", "median"])
+def test_either_pruner_stops_a_third_of_twelve_three_epoch_trials_early_but_never_the_best(pruner, isolated_home):
+    """The tuner's own study (journal, pruner by name, the budget's epochs as Hyperband's maximum
+    resource), fed curves as the store would: accuracy rising to each trial's level by epoch 3."""
+    tuner = tune.Tuner(RunConfig(**TINY), ["scratch"], 12, f"p-{pruner}", pruner=pruner)
+    study = tuner.open()
+    stopped = {}
+    for _ in range(12):
+        trial = study.ask()
+        level = trial.suggest_float("level", 0.0, 1.0)
+        for epoch in range(1, TINY["epochs"] + 1):
+            trial.report(level * epoch / TINY["epochs"], epoch)
+            if trial.should_prune():
+                stopped[trial.number] = epoch
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                break
+        else:
+            study.tell(trial, level)
+    assert len(stopped) >= 4  # at least a third, as the 12-trial study of the issue asks
+    levels = {t.number: t.params["level"] for t in study.trials}
+    assert max(levels, key=levels.get) not in stopped
+
+
 def test_a_trial_whose_tuner_stopped_beating_is_failed_and_no_longer_counts(tmp_path, monkeypatch):
     """On a shared database (SQLite here, PostgreSQL in the slow tier) a machine that died mid-trial
     leaves a RUNNING trial that would count forever: after three missed heartbeats the next tuner
