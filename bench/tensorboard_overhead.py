@@ -31,7 +31,7 @@ def measure(cfg_kwargs: dict) -> dict:
     cfg = RunConfig(**cfg_kwargs)
     run_id = events.new_run_id()
     run_dir = paths.run_dir(run_id)
-    listener = tensorboard.TensorBoardListener(run_id, run_dir)
+    listener = tensorboard.TensorBoardListener(run_id)
     spent = {"step": 0.0, "epoch": 0.0, "end": 0.0, "other": 0.0}
     counts = {"step": 0, "epoch": 0}
     steps, per_step = [], []

@@ -207,7 +207,7 @@ def execute(store: Store | None, run_id: str, listeners: tuple = (), ctx=None) -
             if resume:  # a damaged or slimmed checkpoint fails the run here, saying so, before any work
                 check_can_resume(run_id)
         resume_from = ckpt if resume else None  # the listener drops metrics past it
-        own = (StoreListener(store, run_id), *tensorboard.listeners(run_id, run_dir), *_mlflow(store, run_id)) if main else ()
+        own = (StoreListener(store, run_id), *tensorboard.listeners(run_id), *_mlflow(store, run_id)) if main else ()
         trainer = engine.Trainer(cfg, run_dir, run_id, (*own, *listeners) if main else (),
                                  _CancelPoll(store, run_id) if main else None, ctx)
         with cache.lease(run_id):  # what it reads from the caches is not evicted while it runs

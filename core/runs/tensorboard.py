@@ -59,10 +59,11 @@ def confusion_image(cm: np.ndarray, cell: int = 12) -> np.ndarray:
 class TensorBoardListener:
     """Engine events -> event files in `log_dir(run_id)`."""
 
-    def __init__(self, run_id: str, run_dir: Path | None = None):
-        self.run_id, self.run_dir = run_id, run_dir
+    def __init__(self, run_id: str):
+        self.run_id = run_id
         self.writer = None
         self.config = None
+        self.class_names: tuple[str, ...] = ()
         self.failed = False
         self.summary = None
         self.steps: list[tuple[int, float, float]] = []
@@ -95,7 +96,7 @@ class TensorBoardListener:
             if time.monotonic() - self.last_flush >= FLUSH_SECONDS:
                 self.flush()
         elif isinstance(event, RunStart):
-            self.config = event.config
+            self.config, self.class_names = event.config, event.class_names
             self._open().add_text("run", f"{event.config.backbone} / {event.config.strategy} on "
                                          f"{event.config.dataset}, {event.device}", 0)
         elif isinstance(event, EpochEnd):
@@ -129,31 +130,11 @@ class TensorBoardListener:
             metrics = {f"final/{k}": float(getattr(res, k)) for k in ("test_accuracy", "best_val_accuracy", "val_accuracy",
                                                                       "test_loss") if getattr(res, k) is not None}
             w.add_hparams(hparams_of(self.config), metrics or {"final/epochs": float(res.epochs)}, run_name=".")
-        if event.status == "finished" and self.run_dir is not None:
-            cm, names = self._confusion()
-            if cm is not None:
-                w.add_image("test/confusion_matrix", confusion_image(cm), res.epochs, dataformats="HWC")
-                w.add_text("test/confusion_matrix_classes", "rows: true class, columns: predicted, in the order "
-                           + ", ".join(names), res.epochs)
+        if event.status == "finished" and res.confusion:
+            w.add_image("test/confusion_matrix", confusion_image(np.asarray(res.confusion)), res.epochs, dataformats="HWC")
+            w.add_text("test/confusion_matrix_classes", "rows: true class, columns: predicted, in the order "
+                       + ", ".join(self.class_names), res.epochs)
         self.close()
-
-    def _confusion(self):
-        """The test split's confusion matrix from the run's checkpoint (None when there is no test split)."""
-        import torch
-
-        from core.train import data
-        from core.train.checkpoint import load_run_model
-
-        loaded = load_run_model(self.run_dir)
-        split = data.run_split(loaded.config, "test")
-        if not len(split):
-            return None, []
-        with torch.inference_mode():
-            pred = torch.cat([loaded.model(data.batch_input(split.x[i:i + 256], loaded.spec.mean, loaded.spec.std)).argmax(1)
-                              for i in range(0, len(split), 256)]).numpy()
-        k = loaded.num_classes
-        cm = np.bincount(split.y.numpy() * k + pred, minlength=k * k).reshape(k, k)
-        return cm, list(loaded.class_names)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -164,7 +145,7 @@ class TensorBoardListener:
             self.writer = None
 
 
-def listeners(run_id: str, run_dir: Path) -> tuple:
+def listeners(run_id: str) -> tuple:
     """The TensorBoard listener for a run, or none when TLAB_TENSORBOARD=0 or the package is missing."""
     if not enabled():
         return ()
@@ -174,4 +155,4 @@ def listeners(run_id: str, run_dir: Path) -> tuple:
         log.warning("TensorBoard logging is on but the tensorboard package is missing: pip install -r requirements.txt "
                     "(or set %s=0).", ENV)
         return ()
-    return (TensorBoardListener(run_id, run_dir),)
+    return (TensorBoardListener(run_id),)

@@ -114,6 +114,7 @@ class RunResult:
     ece: float | None = None
     ece_calibrated: float | None = None
     reliability: dict | None = None  # per confidence bin, "before" and "after" temperature scaling
+    confusion: list | None = None  # the test split's confusion matrix (rows: true class), as scored
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

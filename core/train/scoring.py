@@ -2,7 +2,7 @@
 test split scored with the weights the config names (the best validation
 epoch's by default), and on rank 0 temperature scaling fitted on the
 validation split, the test split's expected calibration error before and
-after it, and balanced accuracy."""
+after it, balanced accuracy and the confusion matrix."""
 
 from __future__ import annotations
 
@@ -30,6 +30,9 @@ def score(t, r) -> None:
     cal = calibration.calibrate(val_logits, val_y, test_logits, test_y)
     res = r.result
     res.balanced_accuracy = calibration.balanced_accuracy(test_logits.argmax(1), test_y)
+    if len(test_y):  # listeners (TensorBoard) draw it from here rather than scoring the test split again
+        k = test_logits.shape[1]
+        res.confusion = torch.bincount(test_y * k + test_logits.argmax(1), minlength=k * k).reshape(k, k).tolist()
     res.temperature, res.ece, res.ece_calibrated = cal["temperature"], cal["ece"], cal["ece_calibrated"]
     res.reliability = cal["reliability"]
     checkpoint.save_calibration(t.run_dir, {"temperature": res.temperature, "ece": res.ece,

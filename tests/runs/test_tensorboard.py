@@ -7,6 +7,7 @@ its settings as config.toml."""
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -62,13 +63,15 @@ def test_event_files_read_back_equal_the_store(isolated_home):
     (image,) = ea.Images("test/confusion_matrix")
     with Image.open(io.BytesIO(image.encoded_image_string)) as im:
         assert im.size == (10 * 12, 10 * 12)  # ten digit classes, one 12 px cell each
+    cm = np.array(json.loads(row["result"])["confusion"])  # the matrix drawn is the run's own, as scored
+    assert cm.shape == (10, 10) and np.trace(cm) / cm.sum() == pytest.approx(row["test_accuracy"], abs=1e-9)
 
 
 def test_tensorboard_can_be_turned_off(monkeypatch, tmp_path):
     monkeypatch.setenv(tensorboard.ENV, "0")
-    assert tensorboard.listeners("r1", tmp_path) == ()
+    assert tensorboard.listeners("r1") == ()
     monkeypatch.setenv(tensorboard.ENV, "1")
-    assert len(tensorboard.listeners("r1", tmp_path)) == 1
+    assert len(tensorboard.listeners("r1")) == 1
 
 
 def test_confusion_image_is_darker_where_more_images_fall():
