@@ -32,6 +32,7 @@ def test_new_store_is_wal_with_schema_version_and_our_id(isolated_home):
     Store()  # reopening migrates nothing and loses nothing
 
 
+@pytest.mark.slow  # 10-20 s on idle cores: out of `make test-fast`, still in `make test`
 def test_foreground_training_fills_every_table_and_readers_give_dataframes(isolated_home, one_thread):
     # Every table filled is the claim, not accuracy: 5 labels per class at 16 px, 5 steps an epoch.
     row = jobs.run_foreground(RunConfig(backbone="efficientnet_lite0", strategy="partial", freeze_stages=3,

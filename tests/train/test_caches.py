@@ -135,6 +135,7 @@ def test_teacher_logits_are_reused_by_the_next_distillation(teacher_run, tmp_pat
     assert len(calls) == 2
 
 
+@pytest.mark.slow  # 10-20 s on idle cores: out of `make test-fast`, still in `make test`
 def test_compile_switch_trains_through_torch_compile(tmp_path, monkeypatch, one_thread):
     # Inductor's C++ code generation takes over a minute on these CPUs, so the
     # test compiles with the eager backend: dynamo traces the real model, and

@@ -41,6 +41,7 @@ def test_feature_extraction_learns_digits_from_the_feature_cache(tmp_path):
     assert result.trainable_params == 1280 * 10 + 10  # the head alone
 
 
+@pytest.mark.slow  # 10-20 s on idle cores: out of `make test-fast`, still in `make test`
 def test_event_stream_tells_the_story_of_a_run(tmp_path):
     rec = Recorder()
     result = run(tmp_path, (rec,), backbone="small_cnn", strategy="scratch", epochs=2, image_size=16, batch_size=64)
@@ -107,6 +108,7 @@ def test_checkpoint_reloads_into_a_model_with_the_same_accuracy(tmp_path):
     assert acc == pytest.approx(result.test_accuracy)
 
 
+@pytest.mark.slow  # 10-20 s on idle cores: out of `make test-fast`, still in `make test`
 def test_same_seed_same_run_on_cpu(tmp_path):
     losses = []
     for i in range(2):
@@ -117,6 +119,7 @@ def test_same_seed_same_run_on_cpu(tmp_path):
     assert losses[0] == losses[1]
 
 
+@pytest.mark.slow  # 10-20 s on idle cores: out of `make test-fast`, still in `make test`
 def test_cancel_stops_at_the_next_step_and_keeps_the_last_checkpoint(tmp_path):
     rec = Recorder()
     calls = {"n": 0}

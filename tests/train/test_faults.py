@@ -104,6 +104,7 @@ def _fill(mnt: Path) -> None:
             pass
 
 
+@pytest.mark.slow  # 10-20 s on idle cores: out of `make test-fast`, still in `make test`
 @pytest.mark.parametrize("fault", ["disk-full", "read-only"])
 def test_checkpoint_write_failure_keeps_the_previous_checkpoint_and_resume_finishes(small_fs, fault, one_thread):
     run_dir = small_fs / "run"

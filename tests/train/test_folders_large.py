@@ -77,6 +77,7 @@ def test_the_decode_uses_every_core_names_broken_files_once_and_is_cached(photos
     assert bool((again.x == raw.x).all()) and again.skipped == 3
 
 
+@pytest.mark.slow  # 10-20 s on idle cores: out of `make test-fast`, still in `make test`
 def test_parallel_and_single_process_decodes_agree(photos):
     from core.train import data, decode
 

@@ -61,6 +61,7 @@ def test_a_streamed_folder_gives_the_same_splits_and_images_as_the_decoded_one(d
         assert torch.equal(xs, a.x[order])  # the very same pixels
 
 
+@pytest.mark.slow  # 10-20 s on idle cores: out of `make test-fast`, still in `make test`
 def test_a_run_trains_from_a_streamed_folder_and_says_what_it_skipped(digit_folder, monkeypatch, tmp_path, one_thread):
     (digit_folder / "d7" / "broken.png").write_bytes(b"not an image")
     _stream(monkeypatch)

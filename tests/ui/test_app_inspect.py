@@ -128,6 +128,7 @@ def test_compare_page_shows_per_class_metrics_the_confusion_matrix_and_its_image
     assert sum(len(i.captions) for i in _walk(at._tree, "cmp_cell_images")) == cm[3, 3]  # the right answers too
 
 
+@pytest.mark.slow  # 10-20 s on idle cores: out of `make test-fast`, still in `make test`
 def test_inspect_page_feature_space_filters_feature_maps_and_a_checked_export(tiny_runs):
     """(The ONNX button: the browser test.)"""
     shapes = register(tiny_runs.shapes, "shapes")

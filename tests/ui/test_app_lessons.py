@@ -49,6 +49,7 @@ def background_offline(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(NONET), str(ROOT)]))
 
 
+@pytest.mark.slow  # 10-20 s on idle cores: out of `make test-fast`, still in `make test`
 def test_advisor_measures_recommends_fills_the_form_and_races(monkeypatch):
     monkeypatch.setattr(jobs, "ensure_workers", lambda store=None: [])  # the race is queued, not trained
     at = page()
