@@ -149,6 +149,10 @@ def test_user_journey(page: Page, app_url: str, wait_idle, rerun, snap, app_serv
             if time.monotonic() > deadline:
                 pytest.fail(f"runs not both finished after {TRAIN_TIMEOUT_S}s; status:\n{text}")
             no_exception(page)
+    # The fragment saw the runs end; the full rerun it starts on any status change redraws the
+    # run picker's chips too (a chip once stayed "— queued" after its run ended).
+    expect(page.locator(".st-key-live_pick")).not_to_contain_text(re.compile(r"— (running|queued)"), timeout=60_000)
+    expect(status.get_by_test_id("stButton")).to_have_count(0, timeout=60_000)  # no Stop left for an ended run
     expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible()
     snap(page, "03-live-done.png")
     step(f"c. both runs finished: 03-live-done.png; status: {' '.join(status.inner_text().split())}")
