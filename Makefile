@@ -76,18 +76,11 @@ $(VENV)/.bench: requirements-bench.txt $(VENV)/.runtime
 	$(PIP) install -r requirements-bench.txt
 	touch $@
 
-# The CPU benchmarks (about 10 minutes on 2 idle cores); each prints its ratio and
-# target. The GPU ones: bench/gpu.sh on a CUDA machine (see bench/RESULTS.md).
+# The CPU benchmarks (about 15 minutes on 2 idle cores), one after the other (bench/all.py); each
+# prints its figures, then one table of every row with its target and verdict, the machine, the
+# date and the load average. The GPU ones: bench/gpu.sh on a CUDA machine (see bench/RESULTS.md).
 bench: install $(VENV)/.bench
-	$(PY) bench/store_overhead.py
-	$(PY) bench/side_by_side.py
-	$(PY) bench/scaling.py
-	$(PY) bench/overhead.py
-	$(PY) bench/feature_cache.py
-	$(PY) bench/demo.py
-	$(PY) bench/ui.py
-	$(PY) bench/peers.py
-	$(PY) bench/folder.py
+	$(PY) bench/all.py
 
 # Known vulnerabilities in the installed packages (.venv's site-packages), from PyPI's
 # advisory data: needs the network; not part of `make test`. pip-audit exits 1 when it finds any.

@@ -1,6 +1,7 @@
 """Feature extraction (frozen backbone, head trained) for 10 epochs with the
 feature cache against without it, the same run otherwise. Target on CPU for
-efficientnet_lite0 on digits at 64 px: >= 7x faster with the cache.
+efficientnet_lite0 on digits at 64 px: >= 7x faster with the cache computed
+in the run, >= 25x with it read back from the data folder.
 
     python bench/feature_cache.py [--device cuda] [--quick]
 
@@ -19,6 +20,7 @@ import common  # noqa: F401
 from common import fresh_home, machine, options, report, verdict, weights_for
 
 TARGET = 7.0
+TARGET_WARM = 25.0
 
 
 def timed_run(cfg) -> tuple[float, float]:
@@ -57,8 +59,9 @@ def main() -> None:
         f"without the cache: {without:.1f} s (test accuracy {acc_without:.3f})",
         f"with the cache, computed in this run: {first:.1f} s (test accuracy {acc_first:.3f})",
         f"with the cache, read from the data folder: {second:.1f} s (test accuracy {acc_second:.3f})",
-        f"speed-up with the cache: {ratio:.1f}x (target >= {TARGET:g}x: {verdict(ratio, TARGET)}); "
-        f"on a second run: {without / second:.1f}x",
+        f"speed-up with the cache computed in the run (cold): {ratio:.1f}x (target >= {TARGET:g}x: {verdict(ratio, TARGET)})",
+        f"speed-up with the cache read back (warm): {without / second:.1f}x "
+        f"(target >= {TARGET_WARM:g}x: {verdict(without / second, TARGET_WARM)})",
     ]
     report(args, f"feature_cache: feature extraction with vs without the cache ({args.device})", lines)
 

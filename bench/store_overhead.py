@@ -75,6 +75,9 @@ def main() -> None:
         r = measure(kw)
         print(f"{r['config']:45s} {r['step_ms']:8.2f} {r['listener_per_step_ms']:14.4f} {r['per_step_ratio']:7.2%} "
               f"{r['listener_per_epoch_ms']:15.2f} {r['per_epoch_ratio']:7.2%}")
+        ok = r["per_step_ratio"] < 0.02
+        print(f"  {r['config']}: store time per step {r['per_step_ratio']:.2%} of a step "
+              f"(target < 2%: {'meets the target' if ok else 'MISSES the target'})")
 
 
 if __name__ == "__main__":
