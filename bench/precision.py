@@ -4,7 +4,7 @@ Target: every combination within that noise.
 
     python bench/precision.py [--device cuda] [--quick]
 
-small_cnn from scratch (no weights needed), digits at 32 px, 3 epochs: on a
+small_cnn from scratch (no weights needed), digits at 16 px, 3 epochs: on a
 CPU without bf16 instructions bf16 and fp16 are slow (correct, not fast), so
 the run is small. Absolute times are printed for orientation only.
 """
@@ -30,7 +30,7 @@ def main() -> None:
 
     fresh_home()
     base = RunConfig(backbone="small_cnn", strategy="scratch", dataset="digits", epochs=1 if args.quick else 3,
-                     image_size=16 if args.quick else 32, batch_size=32, device=args.device,
+                     image_size=16, batch_size=32, device=args.device,
                      labels_per_class=20 if args.quick else None)
 
     def accuracy(**kw) -> tuple[float, float]:

@@ -98,7 +98,7 @@ class _Run:
 
 @dataclass
 class _EpochTotals:
-    grad_sq: dict[str, torch.Tensor]
+    grad_sq: torch.Tensor  # each group's summed gradient norm, in the order of _Run.groups
     loss_sum: torch.Tensor
     correct: torch.Tensor
     seen: int = 0
@@ -308,7 +308,7 @@ class Trainer(Runner):
             order = torch.randperm(n_train, generator=epoch_gen)
         # This process's slice of every global batch, in step order.
         order = order[: r.steps_per_epoch * bs].view(r.steps_per_epoch, bs)[:, r.local].reshape(-1).to(self.device)
-        t = _EpochTotals({g: torch.zeros((), device=self.device) for g in r.groups},
+        t = _EpochTotals(torch.zeros(len(r.groups), device=self.device),
                          torch.zeros((), device=self.device), torch.zeros((), device=self.device, dtype=torch.long))
         t_epoch = time.perf_counter()
         log_every = 10 if self.cuda else 1

@@ -46,6 +46,8 @@ class Runner:
         self.amp_dtype = AUTOCAST_DTYPES[self.precision]
         self.channels_last = channels_last_of(cfg, self.device)
         self._sources: dict[tuple[int, int], data.Batches] = {}
+        self._body_digest: str | None = None
+        self._owners: dict[tuple[int, ...], torch.Tensor] = {}  # each gradient's group, per set of trainable tensors
 
     def emit(self, event: Event) -> None:
         for listener in self.listeners:
@@ -66,19 +68,27 @@ class Runner:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
     def _optimise(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None, loss: torch.Tensor,
-                  groups: dict[str, list[nn.Parameter]], grad_sq: dict[str, torch.Tensor]) -> None:
-        """Backward, each group's gradient norm added to `grad_sq` (the layer
-        stats), optimizer step; under fp16 through the scaler, which skips a
-        step whose gradients overflowed (that step adds no norm)."""
+                  groups: dict[str, list[nn.Parameter]], grad_sq: torch.Tensor) -> None:
+        """Backward, each group's gradient norm added to `grad_sq` (one entry
+        per group, in `groups`' order: the layer stats), optimizer step; under
+        fp16 through the scaler, which skips a step whose gradients overflowed
+        (that step adds no norm)."""
         optimizer.zero_grad(set_to_none=True)
         (loss if scaler is None else scaler.scale(loss)).backward()
         if scaler is not None:
             scaler.unscale_(optimizer)
-        for g, ps in groups.items():
-            grads = [p.grad for p in ps if p.grad is not None]
-            if grads:
-                norm = torch.stack(torch._foreach_norm(grads)).square().sum().sqrt()
-                grad_sq[g] += norm if scaler is None else torch.nan_to_num(norm, nan=0.0, posinf=0.0)
+        grads, owners = [], []
+        for i, ps in enumerate(groups.values()):
+            for p in ps:
+                if p.grad is not None:
+                    grads.append(p.grad)
+                    owners.append(i)
+        if grads:  # one norm per tensor, summed per group by one index_add: a few ops a step, not a few per group
+            owner = self._owners.get(tuple(owners))
+            if owner is None:
+                owner = self._owners[tuple(owners)] = torch.tensor(owners, device=grad_sq.device)
+            norm = torch.zeros_like(grad_sq).index_add_(0, owner, torch.stack(torch._foreach_norm(grads)).square()).sqrt_()
+            grad_sq += norm if scaler is None else torch.nan_to_num(norm, nan=0.0, posinf=0.0)
         if scaler is None:
             optimizer.step()
         else:
@@ -173,8 +183,10 @@ class Runner:
         before computed them for the same backbone weights, images, image size
         device kind and precision; else computed and cached."""
         head_prefix = self.spec.head + "."
-        key = {"backbone": self.spec.name,
-               "weights": cache.tensors_digest((k, v) for k, v in model.state_dict().items() if not k.startswith(head_prefix)),
+        if self._body_digest is None:  # the frozen body's identity: hashed once for the run's three splits
+            self._body_digest = cache.tensors_digest((k, v) for k, v in model.state_dict().items()
+                                                     if not k.startswith(head_prefix))
+        key = {"backbone": self.spec.name, "weights": self._body_digest,
                "data": data_key, "images": cache.index_digest(split.index), "n": len(split),
                "image_size": self.cfg.image_size, "device": self.device.type, "bf16": self.precision == "bf16"}
         if self.precision == "fp16":  # (a key without it is what every cache before fp16 existed was written under)
@@ -222,7 +234,7 @@ class Runner:
         return groups
 
     def _layer_rows(self, plan: LayerPlan, groups, w0, grad_sq, steps: int) -> tuple[dict, ...]:
-        rows = []
+        rows, order = [], list(groups)
         with torch.no_grad():
             for r in plan.group_table():
                 g = r["group"]
@@ -231,7 +243,7 @@ class Runner:
                 base = torch.stack([torch.linalg.vector_norm(q.float()) for q in p0]).square().sum().sqrt()
                 rows.append({
                     "group": g, "frozen": bool(r["frozen"]), "lr": r["lr"], "params": r["params"],
-                    "grad_norm": float(grad_sq[g]) / steps,
+                    "grad_norm": float(grad_sq[order.index(g)]) / steps,
                     "weight_change": float(diff / base) if float(base) > 0 else 0.0,
                 })
         return tuple(rows)
