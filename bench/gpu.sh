@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every GPU benchmark, one after the other, its figures into one file.
+# Every GPU benchmark, one after the other, its figures into one file (precision: digits accuracy
+# in fp32, bf16, fp16 with loss scaling, each layout: the GPU paths a CPU test only stands in for).
 #
 #   bench/gpu.sh                          # on a CUDA machine: figures in bench/results-gpu.md
 #   bench/gpu.sh --device cpu --quick     # anywhere: checks that every script runs (rough figures)
@@ -30,7 +31,7 @@ start=$(date +%s)
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -n); $("$py" -c 'import torch, torchvision; print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, CUDA {torch.version.cuda}")')"
 } > "$out"
 if [ "$device" = cuda ]; then nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$out" || true; fi
-for bench in overhead ceiling folder feature_cache peers; do
+for bench in overhead ceiling folder feature_cache precision peers; do
   echo "--- bench/$bench.py" >&2
   "$py" "bench/$bench.py" --device "$device" $quick --out "$out"
 done
