@@ -16,13 +16,19 @@ TASK_KEY, RESULT_KEY = "folder_decode_task", "folder_decode_result"
 _PROGRESS = re.compile(r"decoding images: ([\d,]+) / ([\d,]+)")
 
 
-def folder_preview(dataset: str) -> bool:
-    """Counts per class and a few images of each; False (after saying why) when the folder can't be used."""
+@st.cache_data(ttl=60, max_entries=8, show_spinner=False)
+def _preview(dataset: str) -> forms.FolderPreview:
+    # Every widget change reruns the page: list and sample a large folder once a minute, not each time.
+    return forms.preview_folder(dataset)
+
+
+def folder_preview(dataset: str) -> forms.FolderPreview | None:
+    """Counts per class and a few images of each; None (after saying why) when the folder can't be used."""
     try:
-        view = forms.preview_folder(dataset)
+        view = _preview(dataset)
     except TLabError as e:
         st.error(plain(e))
-        return False
+        return None
     st.write(f"**{view.images:,} images in {len(view.class_names)} classes**"
              + (f"; {view.skipped} unreadable file(s) skipped, e.g. {plain(view.skipped_example)}" if view.skipped else ""))
     st.caption(f"Layout: {plain(view.layout)}")
@@ -32,10 +38,10 @@ def folder_preview(dataset: str) -> bool:
         st.table(plain_rows({"class": view.class_names, "images": view.counts}))
     if view.warning:
         st.warning(plain(view.warning))
-    return True
+    return view
 
 
-def decode_section(dataset: str, image_size: int) -> None:
+def decode_section(dataset: str, image_size: int, images: int) -> None:
     """Whether runs at `image_size` start from decoded images; a button that
     decodes them now, and the decode's progress while it runs."""
     running = task_running(TASK_KEY)
@@ -43,7 +49,7 @@ def decode_section(dataset: str, image_size: int) -> None:
     if done is not None:
         st.session_state[RESULT_KEY] = done
     try:
-        state = forms.folder_state(dataset, image_size)
+        state = forms.folder_state(dataset, image_size, images)
     except TLabError as e:
         st.error(plain(e))
         return

@@ -91,9 +91,10 @@ with left:
                                placeholder="/home/me/pictures/my_classes")
         dataset = f"{data.FOLDER_PREFIX}{folder.strip()}" if folder.strip() else None
 
-    decode_box = None
+    decode_box = folder_view = None
     if dataset and dataset.startswith(data.FOLDER_PREFIX):
-        if folder_preview(dataset):
+        folder_view = folder_preview(dataset)
+        if folder_view is not None:
             decode_box = st.container()  # filled below, once the image size is known
         else:
             dataset = None
@@ -159,7 +160,7 @@ cfg = settings_ui.with_extras(forms.config_from(dict(backbone=backbone, strategy
 if dataset is not None:
     if decode_box is not None:
         with decode_box:
-            decode_section(dataset, cfg.image_size)
+            decode_section(dataset, cfg.image_size, folder_view.images)
     with left:
         augmentation_preview(cfg)
 

@@ -200,11 +200,12 @@ class FolderState:
     message: str
 
 
-def folder_state(dataset: str, size: int) -> FolderState:
+def folder_state(dataset: str, size: int, images: int | None = None) -> FolderState:
     """Whether a run at `size` px starts from decoded images, decodes them
-    first, or streams them from the files. Raises TLabError."""
+    first, or streams them from the files (`images`: the files' count when the
+    caller has it, else listed here). Raises TLabError."""
     path = data.folder_path(dataset)
-    n = sum(data.list_folder(path).counts.values())
+    n = sum(data.list_folder(path).counts.values()) if images is None else images
     if n * 3 * size * size > data.IN_MEMORY_MB.value() * 2**20:
         return FolderState("stream", n, f"{n:,} images at {size} px pass {data.IN_MEMORY_MB.describe()}: runs read "
                                         "them from the files every epoch, on every core.")
