@@ -104,12 +104,15 @@ class _LogEvery:
             log.info("decoding images: %d / %d (%d%%)", done, total, 100 * done // max(1, total))
 
 
-def _decode_chunk(args: tuple[list[bytes | str], int]) -> tuple[np.ndarray, list[tuple[int, str]]]:
+def _decode_chunk(args: tuple[list[bytes | str | tuple[str, str]], int]) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """In a decoding process: the readable images of a chunk, stacked, and (position, error) of the others."""
     sources, size = args
     out = np.empty((len(sources), 3, size, size), dtype=np.uint8)
     bad, n = [], 0
     for i, src in enumerate(sources):
+        if isinstance(src, tuple):  # ("unread", error): reading it failed in the parent
+            bad.append((i, src[1]))
+            continue
         try:
             out[n] = decode_image(src, size)
             n += 1
@@ -156,7 +159,7 @@ def decode_many(items: list[tuple[str, Callable[[], bytes | Path]]], size: int,
             start = next(queue, None)
             if start is not None:
                 chunk = items[start : start + CHUNK]
-                pending[pool.submit(_decode_chunk, ([_source(r) for _, r in chunk], size))] = start
+                pending[pool.submit(_decode_chunk, ([_source_or_error(r) for _, r in chunk], size))] = start
 
         for _ in range(2 * processes):  # a few chunks ahead of each process, not the whole folder in flight
             submit()
@@ -180,3 +183,10 @@ def _source(read: Callable[[], bytes | Path]) -> bytes | str:
     """What a decoding process reads: a file's path, or the bytes (a ZIP entry)."""
     src = read()
     return str(src) if isinstance(src, Path) else src
+
+
+def _source_or_error(read: Callable[[], bytes | Path]) -> bytes | str | tuple[str, str]:
+    try:
+        return _source(read)
+    except Exception as e:  # a damaged ZIP entry: that file is unreadable, the others go on
+        return ("unread", type(e).__name__)

@@ -135,3 +135,21 @@ def test_two_loads_of_the_same_folder_at_once_decode_it_once(tmp_path, fresh_raw
     for t in threads:
         t.join()
     assert got == [40, 40] and decodes == [40]
+
+
+def test_a_damaged_entry_in_a_zip_of_photos_is_named_and_the_others_decode(photos, tmp_path):
+    import zipfile
+
+    from core.train import data, decode
+
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as z:
+        for f in sorted(photos.rglob("IMG_*.jpg")):
+            z.write(f, f.relative_to(photos))
+    raw = bytearray(archive.read_bytes())
+    at = raw.find(b"\xff\xd8\xff", len(raw) // 2)  # inside some photo: its CRC no longer matches
+    raw[at + 400 : at + 420] = bytes(20)
+    archive.write_bytes(bytes(raw))
+    items = [(n, r) for files in data.list_folder(archive).classes.values() for n, r in files]
+    x, kept, bad = decode.decode_many(items, 16, processes=2)
+    assert len(kept) == N - 1 and len(bad) == 1 and bad[0].endswith("(BadZipFile)")
