@@ -62,8 +62,9 @@ HERE = Path(__file__).resolve().parent
 # each). The load test starts its own two servers; its group's shared server sits idle meanwhile.
 GROUPS = {
     "test_browser.py": "e2e-a", "test_browser_inspect.py": "e2e-a", "test_browser_search.py": "e2e-a",
-    "test_browser_storage.py": "e2e-a", "test_browser_recipe.py": "e2e-a", "test_browser_timm.py": "e2e-a",
+    "test_browser_storage.py": "e2e-a", "test_browser_recipe.py": "e2e-a", "test_browser_folder.py": "e2e-a",
     "test_browser_load.py": "e2e-b", "test_browser_lessons.py": "e2e-b", "test_browser_tools.py": "e2e-b",
+    "test_browser_timm.py": "e2e-b",
 }
 
 
