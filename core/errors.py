@@ -10,6 +10,14 @@ class ConfigError(TLabError):
     """A setting is out of range or unknown."""
 
 
+class FolderNotAllowed(ConfigError):
+    """A folder outside the allowed ones; `command` allows it (`python -m core allow ...`)."""
+
+    def __init__(self, message: str, command: str):
+        super().__init__(message)
+        self.command = command
+
+
 class WeightsUnavailable(TLabError):
     """Pretrained weights can't be had (offline and not cached, bad file...)."""
 

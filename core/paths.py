@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from core import limits
-from core.errors import ConfigError, DataError
+from core.errors import ConfigError, DataError, FolderNotAllowed
 
 # new_run_id() makes '20261125-203000-a1b2c3'; group ids are 'g-' + hex. Nothing
 # with a dot or a slash can name a folder outside the data folder.
@@ -144,10 +144,11 @@ def check_readable(path: str | os.PathLike) -> Path:
     resolved = (p if p.is_absolute() else Path.cwd() / p).resolve()
     roots = allowed_roots()
     if not any(_within(resolved, r) for r in roots):
-        raise ConfigError(
+        command = allow_command(resolved)
+        raise FolderNotAllowed(
             f"{p} is outside the folders this app may read images from ({', '.join(str(r) for r in roots)}). "
-            f"To allow it, run `{allow_command(resolved)}` in a terminal on this machine (no restart needed), "
-            f"or copy it into {roots[0] / 'datasets'}.")
+            f"To allow it, run `{command}` in a terminal on this machine (no restart needed), "
+            f"or copy it into {roots[0] / 'datasets'}.", command)
     return resolved
 
 

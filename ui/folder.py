@@ -8,7 +8,7 @@ import re
 
 import streamlit as st
 
-from core.errors import TLabError
+from core.errors import FolderNotAllowed, TLabError
 from core.service import forms, launching
 from ui.common import finished_output, plain, plain_rows, task_running
 
@@ -28,6 +28,8 @@ def folder_preview(dataset: str) -> forms.FolderPreview | None:
         view = _preview(dataset)
     except TLabError as e:
         st.error(plain(e))
+        if isinstance(e, FolderNotAllowed):  # the command again, in a box with a copy button
+            st.code(e.command, language="bash")
         return None
     st.write(f"**{view.images:,} images in {len(view.class_names)} classes**"
              + (f"; {view.skipped} unreadable file(s) skipped, e.g. {plain(view.skipped_example)}" if view.skipped else ""))

@@ -270,6 +270,7 @@ def test_a_folder_outside_the_allowed_ones_names_the_command_and_counts_once_all
     at.text_input(key="folder_path").input(str(photos)).run()
     refusal = " ".join(e.value for e in at.error).replace("\\", "")  # as shown: markdown escapes undone
     assert f"python -m core allow {photos}" in refusal and at.button(key="launch").disabled
+    assert any(c.value.endswith(f"python -m core allow {photos}") for c in at.code)  # in a box to copy from
     assert cli_main(["allow", str(photos)]) == 0  # in a terminal, while the app runs
     at.run()
     assert not at.error and any("40 images in 4 classes" in m.value for m in at.markdown)
