@@ -19,6 +19,7 @@ from sklearn import metrics
 
 from core.insight import predict
 from core.train import data
+from core.train.calibration import confusion_matrix  # noqa: F401  (one function for runs and Compare)
 from core.train.checkpoint import LoadedModel, load_run_model
 
 BATCH = 256
@@ -72,13 +73,6 @@ class Evaluation:
         if wrong_only:
             idx = idx[self.predicted != self.y]
         return idx[np.argsort(-self.losses[idx], kind="stable")][:k]
-
-
-def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
-    """Counts (K, K), int64: row = true class, column = predicted class."""
-    if len(y_true) == 0:  # scikit-learn refuses an empty split; its matrix is all zeros
-        return np.zeros((num_classes, num_classes), dtype=np.int64)
-    return metrics.confusion_matrix(y_true, y_pred, labels=np.arange(num_classes)).astype(np.int64)
 
 
 def normalise_rows(cm: np.ndarray) -> np.ndarray:

@@ -82,3 +82,13 @@ def balanced_accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
     with warnings.catch_warnings():  # a class predicted but absent from y is no error here
         warnings.simplefilter("ignore")
         return float(balanced_accuracy_score(y.cpu().numpy(), pred.cpu().numpy()))
+
+
+def confusion_matrix(y_true, y_pred, num_classes: int):
+    """Counts (K, K), int64 numpy: row = true class, column = predicted class (scikit-learn's)."""
+    import numpy as np
+    from sklearn import metrics
+
+    if len(y_true) == 0:  # scikit-learn refuses an empty split; its matrix is all zeros
+        return np.zeros((num_classes, num_classes), dtype=np.int64)
+    return metrics.confusion_matrix(y_true, y_pred, labels=np.arange(num_classes)).astype(np.int64)

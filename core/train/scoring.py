@@ -31,8 +31,8 @@ def score(t, r) -> None:
     res = r.result
     res.balanced_accuracy = calibration.balanced_accuracy(test_logits.argmax(1), test_y)
     if len(test_y):  # listeners (TensorBoard) draw it from here rather than scoring the test split again
-        k = test_logits.shape[1]
-        res.confusion = torch.bincount(test_y * k + test_logits.argmax(1), minlength=k * k).reshape(k, k).tolist()
+        res.confusion = calibration.confusion_matrix(test_y.numpy(), test_logits.argmax(1).numpy(),
+                                                     test_logits.shape[1]).tolist()
     res.temperature, res.ece, res.ece_calibrated = cal["temperature"], cal["ece"], cal["ece_calibrated"]
     res.reliability = cal["reliability"]
     checkpoint.save_calibration(t.run_dir, {"temperature": res.temperature, "ece": res.ece,
