@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -237,3 +238,24 @@ def test_patience_counts_epochs_without_improvement_and_a_thaw_starts_it_again()
     assert w.stop_reason(4) == "stopped early at epoch 4 (best 1)"
     acc = Watch("val_accuracy", patience=1)
     assert acc.update(1, 9.0, 0.5) and acc.update(2, 9.9, 0.6) and not acc.update(3, 0.1, 0.6) and acc.should_stop
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_balanced_accuracy_and_confusion_matrix_are_scikit_learns(seed):
+    """The run's two metrics, computed with a bincount to keep scikit-learn out of every run process, give
+    scikit-learn's figures: random labels, a class never predicted, a class predicted but absent, one class."""
+    from sklearn import metrics
+
+    rng = np.random.default_rng(seed)
+    k = 7
+    y = rng.integers(0, k, 200)
+    pred = np.where(rng.random(200) < 0.6, y, rng.integers(0, k, 200))
+    pred[pred == 3] = 4  # class 3 never predicted
+    y[y == 6] = 5  # class 6 predicted but never true
+    for t, p in ((y, pred), (y[:1], pred[:1]), (np.zeros(5, int), np.array([0, 0, 1, 1, 6]))):
+        assert calibration.balanced_accuracy(torch.from_numpy(p), torch.from_numpy(t)) == pytest.approx(
+            metrics.balanced_accuracy_score(t, p), abs=1e-12)
+        np.testing.assert_array_equal(calibration.confusion_matrix(t, p, k),
+                                      metrics.confusion_matrix(t, p, labels=np.arange(k)))
+    assert calibration.balanced_accuracy(torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long)) == 0.0
+    assert calibration.confusion_matrix([], [], 3).tolist() == [[0] * 3] * 3

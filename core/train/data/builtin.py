@@ -19,12 +19,30 @@ from core.train.data.base import RawData, _decode_all, resize_uint8
 log = logging.getLogger(__name__)
 
 
-def _load_digits(size: int) -> RawData:
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled digits: images (1797, 8, 8) in 0..16 and labels 0..9. Read from the data file
+    scikit-learn ships (load_digits reads the same file) without importing scikit-learn, whose import (scipy with
+    it) cost every run process 1.75 s of CPU; load_digits itself when that file is not where it has been."""
+    import gzip
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")  # finds the package without running it
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(root) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            with gzip.open(path, "rt") as f:
+                table = np.loadtxt(f, delimiter=",")
+            return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    x = torch.from_numpy(np.round(d.images * (255.0 / 16.0)).astype(np.uint8))[:, None]
-    return RawData(resize_uint8(x, size), torch.from_numpy(d.target.astype(np.int64)), [str(c) for c in d.target_names])
+    return d.images, d.target.astype(np.int64)
+
+
+def _load_digits(size: int) -> RawData:
+    images, target = _digits_arrays()
+    x = torch.from_numpy(np.round(images * (255.0 / 16.0)).astype(np.uint8))[:, None]
+    return RawData(resize_uint8(x, size), torch.from_numpy(target), [str(c) for c in range(10)])
 
 
 # Digits under a fixed change of appearance: a target domain for adaptation

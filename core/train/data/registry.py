@@ -115,9 +115,9 @@ def source_stamp(name: str) -> tuple:
         return (str(p), *_files_stamp(p))
     if name in _TV_FOLDERS:
         return (str(paths.datasets_dir().resolve()), *_files_stamp(paths.datasets_dir() / _TV_FOLDERS[name]))
-    import sklearn
+    from importlib.metadata import version  # not `import sklearn`: 1.75 s of CPU for a version string
 
-    return ("sklearn", sklearn.__version__)
+    return ("sklearn", version("scikit-learn"))
 
 
 @functools.lru_cache(maxsize=4)
