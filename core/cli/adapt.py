@@ -36,7 +36,7 @@ def cmd_adapt(args) -> int:
 
 
 def register(sub) -> None:
-    from core.lessons.adapt import DANN_STEPS, METHODS
+    from core.lessons import ADAPT_METHODS as METHODS, DANN_STEPS  # not core.lessons.adapt: torch
 
     sp = sub.add_parser("adapt", help="adapt a finished run to a target domain without its labels (AdaBN, DANN)")
     sp.add_argument("--run", required=True, help="the run id (a finished run)")

@@ -8,14 +8,17 @@ import argparse
 import json
 
 from core import paths
-from core.insight import predict
 from core.runs.store import Store
-from core.train.checkpoint import CHECKPOINT_NAME, CheckpointError, load_run_model
 
 TOP_K = 5
 
 
 def cmd_predict(args) -> int:
+    # Imported here, not at the top: torch comes with them, and every `python -m core` command (runs, wait,
+    # cancel...) imports this module to list its subcommand: 2.4 s of CPU each for nothing.
+    from core.insight import predict
+    from core.train.checkpoint import CHECKPOINT_NAME, CheckpointError, load_run_model
+
     run_id = paths.check_run_id(args.run)  # before any path is built from it
     row = Store().run(run_id)
     if row["status"] in ("queued", "running") and not (paths.run_dir(run_id) / CHECKPOINT_NAME).exists():

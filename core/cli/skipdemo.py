@@ -48,7 +48,7 @@ def cmd_skip_demo(args) -> int:
 
 
 def register(sub) -> None:
-    from core.lessons.skipdemo import DEPTHS, STEPS
+    from core.lessons import SKIP_DEPTHS as DEPTHS, SKIP_STEPS as STEPS  # not core.lessons.skipdemo: torch
 
     sp = sub.add_parser("skip-demo", help="plain vs residual stacks: training loss and gradient norms by depth")
     sp.add_argument("--depths", default=",".join(map(str, DEPTHS)), help="6n+2 depths, comma-separated")

@@ -35,13 +35,12 @@ from torch import nn
 from core import paths
 from core.errors import ConfigError
 from core.lessons.advisor import batchnorm_layers
+from core.lessons import ADAPT_METHODS as METHODS, DANN_STEPS  # noqa: F401  (defined torch-free, for the CLI)
 from core.train import data
 from core.train.checkpoint import LoadedModel, load_run_model
 
 log = logging.getLogger(__name__)
 
-METHODS = ("adabn", "dann")
-DANN_STEPS = 200
 DANN_BATCH = 32
 EMBED_POINTS = 300  # per domain in the embedding view
 EVAL_BATCH = 256

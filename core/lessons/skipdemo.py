@@ -29,12 +29,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import ConfigError
+from core.lessons import SKIP_DEPTHS, SKIP_STEPS
 from core.train import data
 
 log = logging.getLogger(__name__)
 
-DEPTHS = (8, 20, 56)
-STEPS = 150
+DEPTHS, STEPS = SKIP_DEPTHS, SKIP_STEPS  # defined torch-free in core.lessons, for the CLI
 WIDTH = 8
 IMAGE_SIZE = 8
 BATCH = 32

@@ -22,7 +22,6 @@ from core.errors import TLabError
 from core.runs import storage, tensorboard
 from core.runs.store import TERMINAL, Store, StoreError, StoreListener, format_exception, new_group_id
 from core.train.config import RunConfig
-from core.train.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +130,8 @@ def resume(run_id: str, store: Store | None = None, processes: int | None = None
     check_can_resume(run_id)
     cfg = RunConfig.from_json(r["config"])
     if processes is not None and processes != cfg.processes:
+        from core.train.validate import validate  # here: it imports torch, which cancel, wait and runs never need
+
         cfg = validate(cfg.replace(processes=processes))
     check_processes_fit(cfg)
     store.set_status(run_id, "queued", "", ended=None, cancel_requested=0, config=cfg.to_json())
@@ -199,6 +200,8 @@ def execute(store: Store | None, run_id: str, listeners: tuple = (), ctx=None) -
     run_dir = paths.run_dir(run_id)
     ckpt = run_dir / "checkpoint.pt"
     cfg = None
+    from core.train.validate import validate  # here: it imports torch, which cancel, wait and runs never need
+
     try:
         config_json, resume = ctx.broadcast((store.run(run_id)["config"], ckpt.exists()) if main else None)
         cfg = validate(RunConfig.from_json(config_json))  # the worker's own check: the registries here and now

@@ -116,3 +116,24 @@ def test_bad_input_from_a_real_process_is_one_clear_line_and_exit_code_2(args, n
     assert res.returncode == 2
     assert needle in res.stderr
     assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("args", [["runs", "--json"], ["cancel", "20261203-000000-abcdef"], ["wait", "nope"],
+                                  ["allow", "--list"], ["du"], ["--help"]])
+def test_commands_that_only_read_the_store_start_without_torch(args, isolated_home):
+    """Listing, waiting, cancelling and the help answer at once: they import neither torch nor the engine
+    (torch alone is 2.4 s of CPU to start; a terminal polling `runs` or a script calling `wait` felt it)."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import NONET, ROOT
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(NONET), str(ROOT)])}
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "core", *args], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode in (0, 2), out.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+    assert "core.cli.main" in imported and not imported & {"torch", "timm", "sklearn"}
+    if args[0] == "cancel":  # the answer itself is still the clear one
+        assert "No run '20261203-000000-abcdef'" in out.stderr
