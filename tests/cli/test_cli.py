@@ -53,12 +53,22 @@ def test_registries_list_weight_availability_offline():
 @pytest.mark.slow
 def test_train_json_reports_a_real_run(isolated_home):
     res = run_cli("train", "--backbone", "efficientnet_lite0", "--strategy", "feature_extraction",
-                  "--dataset", "digits", "--epochs", "10", "--image-size", "32", "--labels-per-class", "50", "--json")
+                  "--dataset", "digits", "--epochs", "10", "--image-size", "32", "--labels-per-class", "50", "--json",
+                  env={"PYTHONPROFILEIMPORTTIME": "1"})  # python -X importtime: what the run imported, on stderr
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     for key in ("val_accuracy", "test_accuracy", "epochs", "seconds", "images_per_second",
-                "trainable_params", "total_params", "device", "checkpoint"):
+                "trainable_params", "total_params", "device", "checkpoint", "balanced_accuracy", "confusion"):
         assert key in out
+    # A run on the bundled digits never imports scikit-learn (1.75 s of CPU per run process): the digits come
+    # from its data file, the balanced accuracy and the confusion matrix from a bincount.
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in res.stderr.splitlines() if "import time:" in line}
+    assert "torch" in imported and not imported & {"sklearn", "scipy"}
+    assert len(out["confusion"]) == 10 and sum(map(sum, out["confusion"])) > 0
+    # The run is in the store under the id the JSON gives.
+    shown = json.loads(run_cli("show", out["run_id"], "--json").stdout)
+    assert shown["status"] == "finished" and shown["config"]["backbone"] == "efficientnet_lite0"
+    assert shown["last_epoch"]["epoch"] == 10
     assert out["epochs"] == 10 and out["device"] == "cpu"
     # Chance is 0.1. The backbone's pass over each image is the cost; epochs of the head on the cached
     # features are nearly free: 50 per class for 10 epochs at 32 px give 0.78-0.89 over seeds 0-5.

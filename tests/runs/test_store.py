@@ -74,17 +74,6 @@ def test_steps_are_written_in_batches_not_one_commit_each(isolated_home):
 
 
 @pytest.mark.slow
-def test_train_json_gains_run_id_and_the_run_shows_in_runs():
-    res = run_cli("train", "--backbone", "mlp", "--strategy", "scratch", "--epochs", "1", "--image-size", "16",
-                  "--labels-per-class", "10", "--json")
-    assert res.returncode == 0, res.stderr
-    run_id = json.loads(res.stdout)["run_id"]
-    shown = json.loads(run_cli("show", run_id, "--json").stdout)
-    assert shown["status"] == "finished" and shown["config"]["backbone"] == "mlp"
-    assert shown["last_epoch"]["epoch"] == 1
-
-
-@pytest.mark.slow
 def test_a_file_that_is_not_a_database_is_refused_and_left_untouched(isolated_home):
     isolated_home.mkdir(parents=True)
     db = isolated_home / "tlab.sqlite"

@@ -51,33 +51,17 @@ def test_digits_sizes_classes_and_stratified_split():
     assert b.class_counts() == dict(zip(b.class_names, torch.bincount(b.train.y, minlength=10).tolist()))
 
 
-def test_digits_are_scikit_learns_and_a_run_on_them_never_imports_it(tmp_path):
-    """The bundled digits are read from scikit-learn's own data file, image for image load_digits' (scaled
-    to 0..255); a whole run on them, scoring included, leaves scikit-learn unimported (its import cost every
-    run process 1.75 s of CPU)."""
-    import json
-    import os
-    import subprocess
-    import sys
-
+def test_digits_are_scikit_learns_image_for_image():
+    """The bundled digits are read from scikit-learn's own data file without importing scikit-learn (that a
+    run then never imports it is checked on a real CLI run in tests/cli/test_cli.py)."""
     from sklearn.datasets import load_digits
 
     from core.train.data.builtin import _digits_arrays
-    from helpers import NONET, ROOT
 
     images, target = _digits_arrays()
     d = load_digits()
     np.testing.assert_array_equal(images, d.images)
     np.testing.assert_array_equal(target, d.target)
-    env = {**os.environ, "TLAB_HOME": str(tmp_path / "home"), "PYTHONPATH": os.pathsep.join([str(NONET), str(ROOT)])}
-    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "core", "train", "--backbone", "mlp", "--strategy",
-                          "scratch", "--dataset", "digits", "--epochs", "1", "--image-size", "16", "--device", "cpu",
-                          "--no-progress", "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    run = json.loads(out.stdout)
-    assert run["status"] == "finished" and run["balanced_accuracy"] is not None and run["confusion"]
-    imported = {line.split("|")[-1].strip().split(".")[0] for line in out.stderr.splitlines() if "import time:" in line}
-    assert "torch" in imported and not imported & {"sklearn", "scipy"}
 
 
 def test_digits_splits_are_disjoint():
