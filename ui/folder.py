@@ -4,16 +4,14 @@ image size in a background task with a progress bar."""
 
 from __future__ import annotations
 
-import re
-
 import streamlit as st
 
 from core.errors import FolderNotAllowed, TLabError
 from core.service import forms, launching
+from core.train import decode
 from ui.common import finished_output, plain, plain_rows, task_running
 
 TASK_KEY, RESULT_KEY = "folder_decode_task", "folder_decode_result"
-_PROGRESS = re.compile(r"decoding images: ([\d,]+) / ([\d,]+)")
 
 
 @st.cache_data(ttl=60, max_entries=8, show_spinner=False)
@@ -87,8 +85,7 @@ def _progress(running: bool) -> None:
         t = tasks.get(task_id)
         state = t.state
         if state == "running":
-            m = _PROGRESS.search(t.progress())
-            done, total = (int(m[1].replace(",", "")), int(m[2].replace(",", ""))) if m else (0, 0)
+            done, total = decode.parse_progress(t.progress()) or (0, 0)
             st.progress(done / total if total else 0.0,
                         text=f"Decoding {done:,} / {total:,} images on every core…" if total else "Starting the decode…")
         elif running:  # it ended since the page last ran: draw the result

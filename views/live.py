@@ -52,7 +52,12 @@ def _progress(row: dict, steps) -> tuple[float, str]:
     if row["status"] == "finished":
         return 1.0, f"done: {row.get('epochs_done') or cfg['epochs']} of {cfg['epochs']} epoch(s){over}"
     if not total:
-        return 0.0, "waiting to start" if row["status"] == "queued" else "loading data and model…"
+        if row["status"] == "queued":
+            return 0.0, "waiting to start"
+        decoding = s.decode_progress(row["id"])  # a folder's first decode: the worker notes each tenth
+        if decoding and decoding[0] < decoding[1]:
+            return decoding[0] / decoding[1], f"decoding {decoding[0]:,} / {decoding[1]:,} images on every core…"
+        return 0.0, "loading data and model…"
     ips = float(steps["images_per_second"].tail(20).mean()) if len(steps) else 0.0
     rate = ips / max(1, cfg["batch_size"])  # steps per second
     eta = (total - done) / rate if rate > 0 else float("nan")

@@ -97,4 +97,6 @@ class DecodeProgress:
         now = time.monotonic()
         if done in (0, total) or now - self.last >= 1.0:
             self.last = now
-            print(f"decoding images: {done:,} / {total:,} ({100 * done // max(1, total)}%)", file=sys.stderr, flush=True)
+            from core.train.decode import progress_text
+
+            print(progress_text(done, total), file=sys.stderr, flush=True)

@@ -90,3 +90,11 @@ class StoreReads:
 
         rows = self.query("SELECT t, level, message, detail FROM events WHERE run_id = ? ORDER BY id", (run_id,))
         return pd.DataFrame([dict(r) for r in rows], columns=["t", "level", "message", "detail"])
+
+    def decode_progress(self, run_id: str) -> tuple[int, int] | None:
+        """(done, total) of a run's first decode of its images, from its latest note of it; None if none."""
+        from core.train.decode import parse_progress
+
+        rows = self.query("SELECT message FROM events WHERE run_id = ? AND message LIKE 'decoding images:%' "
+                          "ORDER BY id DESC LIMIT 1", (run_id,))
+        return parse_progress(rows[0]["message"]) if rows else None

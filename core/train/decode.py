@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
@@ -91,17 +92,32 @@ def reporting(fn: Callable[[int, int], None]) -> Iterator[None]:
         _REPORTER.reset(token)
 
 
-class _LogEvery:
-    """The default reporter: a log line at each tenth (the worker's log shows it)."""
+PROGRESS = re.compile(r"decoding images: ([\d,]+) / ([\d,]+)")
 
-    def __init__(self):
-        self.shown = -1
+
+def progress_text(done: int, total: int) -> str:
+    """How far a decode is, in the one form the CLI prints, runs note and pages read back."""
+    return f"decoding images: {done:,} / {total:,} ({100 * done // max(1, total)}%)"
+
+
+def parse_progress(text: str) -> tuple[int, int] | None:
+    """(done, total) from the last `progress_text` in `text`, None if there is none."""
+    found = PROGRESS.findall(text or "")
+    return (int(found[-1][0].replace(",", "")), int(found[-1][1].replace(",", ""))) if found else None
+
+
+class Tenths:
+    """A reporter that says `progress_text` at the start and at each further tenth of a decode: the default
+    one logs it (the worker's log); a run's says it as a note of the run, which Live shows."""
+
+    def __init__(self, say: Callable[[str], None] = log.info, min_total: int = 0):
+        self.say, self.shown, self.min_total = say, -1, min_total  # decodes of fewer files pass in silence
 
     def __call__(self, done: int, total: int) -> None:
         tenth = done * 10 // max(1, total)
-        if tenth != self.shown:
+        if tenth != self.shown and total >= self.min_total:
             self.shown = tenth
-            log.info("decoding images: %d / %d (%d%%)", done, total, 100 * done // max(1, total))
+            self.say(progress_text(done, total))
 
 
 def _decode_chunk(args: tuple[list[bytes | str | tuple[str, str]], int]) -> tuple[np.ndarray, list[tuple[int, str]]]:
@@ -128,7 +144,7 @@ def decode_many(items: list[tuple[str, Callable[[], bytes | Path]]], size: int,
     each unreadable one). Progress goes to the reporter `reporting` set (else
     a log line per tenth); readers run here, so a ZIP is read by one process."""
     n = len(items)
-    report = _REPORTER.get() or _LogEvery()
+    report = _REPORTER.get() or Tenths()
     processes = cores() if processes is None else processes
     out = np.empty((n, 3, size, size), dtype=np.uint8)
     ok = np.zeros(n, dtype=bool)

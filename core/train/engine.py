@@ -26,7 +26,7 @@ from torch import nn
 
 from core import faults
 from core.errors import ConfigError, TLabError
-from core.train import backbones, checkpoint, data, distill, recipe, scoring, strategies
+from core.train import backbones, checkpoint, data, decode, distill, recipe, scoring, strategies
 from core.train.backbones import head_removed  # noqa: F401  (re-exported: callers reach it here)
 from core.train.checkpoint import CheckpointWriteError, save_atomic  # noqa: F401  (re-exported)
 from core.train.config import RunConfig
@@ -140,7 +140,9 @@ class Trainer(Runner):
 
     def _load_data(self) -> data.DataBundle:
         cfg = self.cfg
-        with self.dist.main_first():  # one download or decode into the data folder, the others then read it
+        # One download or decode into the data folder, the others then read it; a long decode says how far it is
+        # in the run's notes (Live shows it in place of 'loading data and model').
+        with self.dist.main_first(), decode.reporting(decode.Tenths(lambda text: self.emit(Note(text)), decode.PARALLEL_FROM)):
             bundle = data.load(cfg.dataset, cfg.image_size, cfg.seed, cfg.labels_per_class, cfg.val_fraction, cfg.test_fraction)
         if len(bundle.train) < 1:
             raise ConfigError("The training set is empty.")

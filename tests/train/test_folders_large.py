@@ -153,3 +153,28 @@ def test_a_damaged_entry_in_a_zip_of_photos_is_named_and_the_others_decode(photo
     items = [(n, r) for files in data.list_folder(archive).classes.values() for n, r in files]
     x, kept, bad = decode.decode_many(items, 16, processes=2)
     assert len(kept) == N - 1 and len(bad) == 1 and bad[0].endswith("(BadZipFile)")
+
+
+def test_a_run_on_an_undecoded_folder_notes_its_decode_as_it_goes(photos, tmp_path, fresh_raw_cache):
+    """Launched on a folder nobody decoded yet, a run's first minutes are the decode: the run says how far it is
+    in its notes (the store keeps them; Live shows the latest), from 0 to every file, at most once a tenth.
+    A small folder's decode (under the pool's threshold) passes in silence."""
+    from core.train import engine
+    from core.train.config import RunConfig
+    from core.train.events import Note
+    from helpers import image_folder
+
+    notes = []
+    listen = lambda e: notes.append(e.message) if isinstance(e, Note) and e.message.startswith("decoding") else None  # noqa: E731
+    cfg = RunConfig(backbone="mlp", strategy="scratch", dataset=f"folder:{photos}", image_size=24, epochs=1, steps=1,
+                    device="cpu")
+    assert engine.train(cfg, run_dir=tmp_path / "run", listeners=(listen,)).status == "finished"
+    assert notes[0] == "decoding images: 0 / 303 (0%)" and notes[-1] == "decoding images: 303 / 303 (100%)"
+    assert 2 < len(notes) <= 11
+    done = [int(n.split(":")[1].split("/")[0].replace(",", "")) for n in notes]
+    assert done == sorted(done)
+
+    notes.clear()
+    small = image_folder(tmp_path / "small", {"a": 6, "b": 6})
+    assert engine.train(cfg.replace(dataset=small), run_dir=tmp_path / "run2", listeners=(listen,)).status == "finished"
+    assert notes == []

@@ -259,6 +259,25 @@ def test_live_page_says_when_curves_will_appear_for_a_run_not_yet_through_an_epo
     assert "first epoch ends" in at.get("plotly_chart")[0].proto.spec
 
 
+def test_live_shows_how_far_a_running_runs_first_decode_is():
+    """A run launched on a large folder nobody decoded yet spends its first minutes decoding: Live shows how far
+    (the run's latest note of it), not 'loading data and model'. Seeded as a worker leaves it mid-decode."""
+    from core.train import decode
+
+    run_id = jobs.launch(RunConfig(**TINY), start_worker=False)
+    store = Store()
+    assert store.claim_next(os.getpid())["id"] == run_id  # running here, no step yet
+    for done in (0, 2000, 4000):
+        store.log(run_id, decode.progress_text(done, 20000))
+    at = page("live")
+    bars = [b.proto.text for b in at.get("progress")]
+    assert bars == ["decoding 4,000 / 20,000 images on every core…"], bars
+    assert at.get("progress")[0].proto.value == 20
+    store.log(run_id, decode.progress_text(20000, 20000))  # decoded: the model and the first steps come next
+    at.run()
+    assert [b.proto.text for b in at.get("progress")] == ["loading data and model…"]
+
+
 def test_a_folder_outside_the_allowed_ones_names_the_command_and_counts_once_allowed(tmp_path, monkeypatch):
     from core.cli.main import main as cli_main
     from helpers import photos_folder
